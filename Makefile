@@ -1,0 +1,41 @@
+# mmgen developer commands. `make demo` and `make test` do all setup themselves.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.mmgen-setup
+EXTRAS ?= dev,app
+# pytest workers: the suite is CPU-bound; 2 processes on the 2-core CI machine.
+TEST_WORKERS ?= 2
+
+.PHONY: setup demo test test-fast bench lint format clean
+
+setup: $(STAMP)
+
+# Re-runs only when the dependency declarations change (idempotent, quick otherwise).
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --disable-pip-version-check \
+		-c requirements/constraints.txt -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+demo: setup
+	$(PY) examples/foundation_demo.py
+
+test: setup
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --durations=15
+
+test-fast: setup
+	$(PY) -m pytest -x -q -m "not slow"
+
+bench: setup
+	$(PY) benchmarks/attention.py
+
+lint: setup
+	$(VENV)/bin/ruff check mmgen tests benchmarks examples scripts
+
+format: setup
+	$(VENV)/bin/ruff format mmgen tests benchmarks examples scripts
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs
