@@ -15,7 +15,7 @@ setup: $(STAMP)
 # Re-runs only when the dependency declarations change (idempotent, quick otherwise).
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --disable-pip-version-check \
+	$(PIP) install -qq --disable-pip-version-check \
 		-c requirements/constraints.txt -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
