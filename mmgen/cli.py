@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from mmgen.checkpoint import UnsafeCheckpointError
 
@@ -62,6 +63,119 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Run a recipe (``--recipe NAME``) or an ad-hoc classifier training."""
+    from mmgen.recipes import list_recipes
+
+    if args.list:
+        from mmgen.recipes import RECIPES
+
+        for name in list_recipes():
+            print(f"{name:<20} {RECIPES[name].description}")
+        return 0
+    if args.recipe:
+        return _run_recipe(args)
+    if args.task == "classifier":
+        return _train_classifier(args)
+    raise CLIError("say what to train: --recipe NAME (see --list) or 'classifier --model ...'")
+
+
+def _run_recipe(args: argparse.Namespace) -> int:
+    import shutil
+
+    from mmgen.recipes import get_recipe, missed_targets
+    from mmgen.registry import BUNDLED_DIR
+
+    recipe = get_recipe(args.recipe)
+    out = Path(args.out or f"runs/{args.recipe}")
+    results = recipe.run(out, name=args.recipe, resume=args.resume)
+    _print_results(results)
+    missed = missed_targets(results, recipe.targets)
+    for line in missed:
+        print(f"target missed: {line}", file=sys.stderr)
+    if args.install:
+        if missed:
+            raise CLIError("not installing: the recipe missed its targets (see above)")
+        dest = BUNDLED_DIR / args.recipe
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(out / "model", dest)
+        print(f"installed {dest}")
+    return 1 if missed else 0
+
+
+def _train_classifier(args: argparse.Namespace) -> int:
+    from mmgen.recipes.classifiers import ClassifierRecipe, run_classifier
+    from mmgen.train import TrainConfig
+
+    model = args.model if "/" in args.model else f"cnn/{args.model}"
+    model_args = {"num_classes": 10, "in_channels": 1}
+    if model == "cnn/lenet5":
+        model_args["input_size"] = 28 if args.data == "mnist" else 32
+    elif args.data != "shapes":
+        model_args["stem"] = "small"
+    if args.data == "shapes":
+        raise CLIError("use --recipe shapes-classifier for the Shapes attribute classifier")
+    recipe = ClassifierRecipe(
+        model=model, data=args.data, model_args=model_args,
+        train=TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                          lr_schedule="cosine", warmup_steps=min(200, args.steps // 10),
+                          weight_decay=0.05, ema_decay=0.999 if args.steps >= 1000 else 0.0,
+                          ckpt_every=max(1, args.steps // 5), seed=args.seed))
+    out = Path(args.out or f"runs/{model.split('/')[-1]}-{args.data}")
+    _print_results(run_classifier(recipe, out, name=out.name, resume=args.resume))
+    print(f"model saved to {out / 'model'}")
+    return 0
+
+
+def _print_results(results: dict[str, float]) -> None:
+    for key, value in results.items():
+        print(f"{key:<32} {value}")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Search a folder of images by text (or by an example image) with a CLIP model."""
+    from mmgen.clip.search import ImageIndex
+    from mmgen.registry import load, model_dir
+
+    directory = model_dir(args.model)
+    index = ImageIndex(args.folder, load(directory), model_id=_model_id(directory)).build()
+    print(f"index: {len(index.files)} images ({index.embedded_now} embedded now, "
+          f"{len(index.files) - index.embedded_now} from cache)", file=sys.stderr)
+    hits = index.search(args.query, k=args.top_k)
+    if args.json:
+        print(json.dumps([{"file": h.file, "score": h.score} for h in hits], indent=2))
+    else:
+        for hit in hits:
+            print(f"{hit.score:.4f}  {hit.file}")
+    return 0
+
+
+def _model_id(directory: Path) -> str:
+    weights = directory / "model.safetensors"
+    st = weights.stat()
+    return f"{directory.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    """Classify image files with a bundled or saved classifier."""
+    from mmgen.cnn.predict import classify_files
+
+    rows = classify_files(args.images, args.model, top_k=args.top_k)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    def fmt(top: list[dict]) -> str:
+        return ", ".join(f"{p['label']} ({p['prob']:.1%})" for p in top)
+
+    for row in rows:
+        if "attributes" in row:
+            preds = "; ".join(f"{a}: {fmt(top)}" for a, top in row["attributes"].items())
+        else:
+            preds = fmt(row["top"])
+        print(f"{row['file']}: {preds}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mmgen", description="mmgen: multimodal generative and vision models.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -80,7 +194,49 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show the config of a saved or bundled model")
     p.add_argument("model", help="a model folder or a bundled model name")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("train", help="train with a recipe or an ad-hoc config")
+    p.add_argument("task", nargs="?", choices=["classifier"], help="ad-hoc training task")
+    p.add_argument("--recipe", help="a recipe name (see --list)")
+    p.add_argument("--list", action="store_true", help="list the recipes")
+    p.add_argument("--out", help="output folder (default runs/NAME)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("--install", action="store_true",
+                   help="copy the result into the package's bundled weights")
+    p.add_argument("--model", default="lenet5", help="classifier architecture (classifier)")
+    p.add_argument("--data", default="mnist", choices=["mnist", "mnist32"],
+                   help="dataset (classifier)")
+    p.add_argument("--steps", type=_positive_int, default=2000)
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("search", help="find images in a folder by text or by example image")
+    p.add_argument("folder", help="a folder of images (searched recursively)")
+    p.add_argument("query", help="a text, or the path of an image to find similar ones")
+    p.add_argument("--model", default="shapes-clip", help="bundled CLIP name or model folder")
+    p.add_argument("--top-k", type=_positive_int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("classify", help="classify images with a trained classifier")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--model", default="mnist-lenet5", help="bundled name or model folder")
+    p.add_argument("--top-k", type=_positive_int, default=1)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_classify)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _version() -> str:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import torch
 from torch import nn
 
 from mmgen.checkpoint import atomic_path, load_state_dict, save_state_dict
@@ -149,23 +150,36 @@ class PretrainedModel(nn.Module):
             )
         self.config = config
         self.model_name: str | None = None  # set by create_model / from_pretrained
+        # JSON-able facts saved with the weights: class labels, preprocessing, results, ...
+        self.info: dict[str, Any] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _CLASSES[_class_path(cls)] = cls
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` to ``directory`` (atomically)."""
+    def save_pretrained(self, directory: str | os.PathLike,
+                        dtype: torch.dtype | None = None) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` to ``directory`` (atomically).
+
+        Args:
+            directory: the model folder (replaced if it exists).
+            dtype: store floating-point tensors in this dtype (``torch.float16`` for bundled
+                weights); loading casts them back to the model's dtype.
+        """
         directory = Path(directory)
         meta = {
             "model": self.model_name,
             "class": _class_path(type(self)),
             "config": config_to_dict(self.config),
+            "info": self.info,
             "mmgen_version": _version(),
         }
+        state = self.state_dict()
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         with atomic_path(directory) as tmp:
             tmp.mkdir()
-            save_state_dict(self.state_dict(), tmp / WEIGHTS_NAME, metadata={"format": "pt"})
+            save_state_dict(state, tmp / WEIGHTS_NAME, metadata={"format": "pt"})
             (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
         return directory
 
@@ -185,6 +199,7 @@ class PretrainedModel(nn.Module):
                 f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
             )
         model.model_name = meta.get("model")
+        model.info = meta.get("info") or {}
         return model.eval()
 
 

@@ -168,3 +168,19 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             raise RuntimeError("boom")
     assert torch.load(target, weights_only=True) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_fp16_storage_and_info_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    model = mmgen.create_model("test/toy")
+    model.info = {"labels": ["a", "b", "c"], "preprocess": {"size": 8}}
+    folder = model.save_pretrained(tmp_path / "half", dtype=torch.float16)
+    from safetensors.torch import load_file
+
+    stored = load_file(str(folder / "model.safetensors"))
+    assert stored["head.weight"].dtype == torch.float16
+    assert stored["norm.num_batches_tracked"].dtype == torch.int64  # ints untouched
+    loaded = mmgen.load(folder)
+    assert loaded.info == model.info
+    assert loaded.head.weight.dtype == torch.float32
+    assert torch.equal(loaded.head.weight, model.head.weight.half().float())

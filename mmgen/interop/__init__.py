@@ -1,10 +1,25 @@
 """Weight converters between mmgen and the checkpoints users own.
 
-Each converter (torchvision, open_clip, transformers, diffusers; added by the model families)
-renames foreign keys with an explicit map and hands the result to :func:`convert_state_dict`,
-which checks every key and shape before anything is loaded, nanoGPT-style.
+Each converter (torchvision, open_clip, transformers, diffusers) renames foreign keys with an
+explicit map and hands the result to :func:`convert_state_dict`, which checks every key and
+shape before anything is loaded, nanoGPT-style. Converters are imported lazily: using one
+does not import the others' libraries.
 """
+
+from typing import Any
 
 from mmgen.interop.convert import KeyMapError, convert_state_dict, load_converted, regex_rename
 
-__all__ = ["KeyMapError", "convert_state_dict", "load_converted", "regex_rename"]
+_LAZY = {"from_torchvision": "mmgen.interop.torchvision"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mmgen.interop' has no attribute {name!r}")
+
+
+__all__ = ["KeyMapError", "convert_state_dict", "from_torchvision", "load_converted",
+           "regex_rename"]

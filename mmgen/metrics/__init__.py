@@ -15,8 +15,13 @@ from mmgen.metrics.precision_recall import knn_radii, precision_recall
 from mmgen.metrics.reconstruction import psnr, ssim
 from mmgen.metrics.reference import ReferenceStats, default_cache_dir, reference_statistics
 from mmgen.metrics.result import MetricResult
+from mmgen.metrics.shapes import Adherence, ShapesFeatures, shapes_adherence, shapes_fid
 
 __all__ = [
+    "Adherence",
+    "ShapesFeatures",
+    "shapes_adherence",
+    "shapes_fid",
     "CLIPModel",
     "InceptionExtractor",
     "MetricResult",

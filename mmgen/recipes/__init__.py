@@ -1,0 +1,31 @@
+"""Recipes: the seeded, versioned training runs that produce mmgen's bundled weights.
+
+``mmgen train --recipe NAME`` runs one; ``--install`` copies the result (fp16 safetensors +
+config.json with its measured results) into ``mmgen/weights/NAME``, where ``mmgen.load(NAME)``
+finds it offline.
+"""
+
+from mmgen.recipes.classifiers import (
+    CLASSIFIER_RECIPES,
+    ClassifierRecipe,
+    missed_targets,
+    run_classifier,
+)
+
+RECIPES = {**CLASSIFIER_RECIPES}
+
+
+def list_recipes() -> list[str]:
+    """Names of all recipes."""
+    return sorted(RECIPES)
+
+
+def get_recipe(name: str):
+    """The recipe called ``name``; a clear error listing the others."""
+    if name not in RECIPES:
+        raise KeyError(f"unknown recipe {name!r}; available: {', '.join(list_recipes())}")
+    return RECIPES[name]
+
+
+__all__ = ["RECIPES", "ClassifierRecipe", "get_recipe", "list_recipes", "missed_targets",
+           "run_classifier"]
