@@ -77,6 +77,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _run_recipe(args)
     if args.task == "classifier":
         return _train_classifier(args)
+    if args.task == "clip":
+        return _train_clip(args)
     raise CLIError("say what to train: --recipe NAME (see --list) or 'classifier --model ...'")
 
 
@@ -107,14 +109,16 @@ def _train_classifier(args: argparse.Namespace) -> int:
     from mmgen.recipes.classifiers import ClassifierRecipe, run_classifier
     from mmgen.train import TrainConfig
 
+    if args.data == "shapes":
+        raise CLIError("use --recipe shapes-classifier for the Shapes attribute classifier")
+    if args.data not in ("mnist", "mnist32"):
+        raise CLIError(f"classifier --data must be mnist or mnist32, got {args.data!r}")
     model = args.model if "/" in args.model else f"cnn/{args.model}"
     model_args = {"num_classes": 10, "in_channels": 1}
     if model == "cnn/lenet5":
         model_args["input_size"] = 28 if args.data == "mnist" else 32
-    elif args.data != "shapes":
+    else:
         model_args["stem"] = "small"
-    if args.data == "shapes":
-        raise CLIError("use --recipe shapes-classifier for the Shapes attribute classifier")
     recipe = ClassifierRecipe(
         model=model, data=args.data, model_args=model_args,
         train=TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
@@ -123,6 +127,25 @@ def _train_classifier(args: argparse.Namespace) -> int:
                           ckpt_every=max(1, args.steps // 5), seed=args.seed))
     out = Path(args.out or f"runs/{model.split('/')[-1]}-{args.data}")
     _print_results(run_classifier(recipe, out, name=out.name, resume=args.resume))
+    print(f"model saved to {out / 'model'}")
+    return 0
+
+
+def _train_clip(args: argparse.Namespace) -> int:
+    from mmgen.recipes.clip import ClipRecipe
+    from mmgen.train import TrainConfig
+
+    data = args.data if args.data != "mnist" else "shapes"  # --data defaults to mnist
+    if data != "shapes" and not Path(data).is_dir():
+        raise CLIError(f"clip --data must be 'shapes' or a folder of captioned images: {data!r}")
+    model = args.model if args.model.startswith("clip/") else "clip/tiny"
+    recipe = ClipRecipe(
+        model=model, data=data,
+        train=TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                          lr_schedule="cosine", warmup_steps=min(200, args.steps // 10),
+                          weight_decay=0.1, ckpt_every=max(1, args.steps // 5), seed=args.seed))
+    out = Path(args.out or "runs/clip")
+    _print_results(recipe.run(out, name=out.name, resume=args.resume))
     print(f"model saved to {out / 'model'}")
     return 0
 
@@ -196,16 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("train", help="train with a recipe or an ad-hoc config")
-    p.add_argument("task", nargs="?", choices=["classifier"], help="ad-hoc training task")
+    p.add_argument("task", nargs="?", choices=["classifier", "clip"],
+                   help="ad-hoc training task")
     p.add_argument("--recipe", help="a recipe name (see --list)")
     p.add_argument("--list", action="store_true", help="list the recipes")
     p.add_argument("--out", help="output folder (default runs/NAME)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--install", action="store_true",
                    help="copy the result into the package's bundled weights")
-    p.add_argument("--model", default="lenet5", help="classifier architecture (classifier)")
-    p.add_argument("--data", default="mnist", choices=["mnist", "mnist32"],
-                   help="dataset (classifier)")
+    p.add_argument("--model", default="lenet5",
+                   help="architecture: classifier (lenet5, resnet18, ...) or clip (clip/tiny)")
+    p.add_argument("--data", default="mnist",
+                   help="classifier: mnist or mnist32; clip: shapes or a folder of captioned "
+                        "images")
     p.add_argument("--steps", type=_positive_int, default=2000)
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -215,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="find images in a folder by text or by example image")
     p.add_argument("folder", help="a folder of images (searched recursively)")
     p.add_argument("query", help="a text, or the path of an image to find similar ones")
-    p.add_argument("--model", default="shapes-clip", help="bundled CLIP name or model folder")
+    p.add_argument("--model", required=True, help="a CLIP model folder (or bundled name)")
     p.add_argument("--top-k", type=_positive_int, default=5)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_search)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mmgen.cnn.base import Classifier
+from mmgen.cnn.base import Classifier, init_vgg_style
 from mmgen.registry import register_model
 
 # Smallest input side per stem. imagenet: the three 3x3/2 max-pools need >= 3 px each, i.e.
@@ -72,18 +72,7 @@ class AlexNet(Classifier):
             nn.Dropout(config.dropout), nn.Linear(config.hidden, config.hidden), nn.ReLU(),
             nn.Linear(config.hidden, config.num_classes),  # classifier.6 == head
         )
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """Kaiming-normal convs (He et al. 2015, fan-out) and N(0, 0.01) linears as in the
-        AlexNet paper; all biases zero. (torchvision leaves AlexNet at PyTorch defaults.)"""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_vgg_style(self)  # torchvision's VGG scheme (torchvision leaves AlexNet at defaults)
 
     @property
     def head(self) -> nn.Linear:

@@ -72,3 +72,18 @@ class Classifier(PretrainedModel, metaclass=abc.ABCMeta):
             for h in hooks:
                 h.remove()
         return {name: out[name] for name in layers}
+
+
+def init_vgg_style(module: nn.Module) -> None:
+    """torchvision's VGG scheme, also used for AlexNet: Kaiming-normal convs (He et al.
+    2015, fan-out), BatchNorm weight 1 / bias 0, N(0, 0.01) linears, zero biases."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mmgen.cnn.base import Classifier
+from mmgen.cnn.base import Classifier, init_vgg_style
 from mmgen.registry import register_model
 
 # The paper's Table 1 columns: conv output channels, "M" = 2x2 max-pool.
@@ -105,21 +105,7 @@ class VGG(Classifier):
             nn.Linear(config.hidden, config.hidden), nn.ReLU(), nn.Dropout(config.dropout),
             nn.Linear(config.hidden, config.num_classes),  # classifier.6 == head
         )
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """torchvision's scheme: Kaiming-normal convs (fan-out), BN weight 1 / bias 0,
-        N(0, 0.01) linears, zero biases."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_vgg_style(self)
 
     @property
     def head(self) -> nn.Linear:

@@ -10,7 +10,9 @@ from typing import Any
 
 from mmgen.interop.convert import KeyMapError, convert_state_dict, load_converted, regex_rename
 
-_LAZY = {"from_torchvision": "mmgen.interop.torchvision"}
+_LAZY = {"from_torchvision": "mmgen.interop.torchvision",
+         "from_open_clip": "mmgen.interop.open_clip",
+         "from_transformers": "mmgen.interop.transformers_clip"}
 
 
 def __getattr__(name: str) -> Any:
@@ -21,5 +23,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'mmgen.interop' has no attribute {name!r}")
 
 
-__all__ = ["KeyMapError", "convert_state_dict", "from_torchvision", "load_converted",
-           "regex_rename"]
+__all__ = ["KeyMapError", "convert_state_dict", "from_open_clip", "from_torchvision",
+           "from_transformers", "load_converted", "regex_rename"]

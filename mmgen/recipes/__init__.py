@@ -11,8 +11,9 @@ from mmgen.recipes.classifiers import (
     missed_targets,
     run_classifier,
 )
+from mmgen.recipes.clip import CLIP_RECIPES, ClipRecipe
 
-RECIPES = {**CLASSIFIER_RECIPES}
+RECIPES = {**CLASSIFIER_RECIPES, **CLIP_RECIPES}
 
 
 def list_recipes() -> list[str]:
@@ -27,5 +28,5 @@ def get_recipe(name: str):
     return RECIPES[name]
 
 
-__all__ = ["RECIPES", "ClassifierRecipe", "get_recipe", "list_recipes", "missed_targets",
-           "run_classifier"]
+__all__ = ["RECIPES", "ClassifierRecipe", "ClipRecipe", "get_recipe", "list_recipes",
+           "missed_targets", "run_classifier"]

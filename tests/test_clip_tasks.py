@@ -1,0 +1,107 @@
+"""CLIP on top of the model: contrastive objective, zero-shot, retrieval, search, CLIP score."""
+
+import json
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mmgen
+from mmgen import cli
+from mmgen.clip import class_embeddings, clip_score, retrieve, zero_shot
+from mmgen.clip.search import ImageIndex
+from mmgen.clip.train import ContrastiveObjective, caption_collate
+from mmgen.data.shapes import ShapesDataset, render
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return mmgen.create_model("clip/tiny", vision={"layers": 1}, text={"layers": 1}).eval()
+
+
+def test_contrastive_objective_is_symmetric_infonce(tiny):
+    data = ShapesDataset("train", length=6)
+    batch = caption_collate([{"image": tiny.normalize_images((d["image"] + 1) / 2),
+                              "caption": d["caption"]} for d in data])
+    out = ContrastiveObjective(tiny.tokenize)(tiny, batch)
+    img = tiny.encode_image(batch["image"], normalize=True)
+    txt = tiny.encode_text(tiny.tokenize(batch["caption"]), normalize=True)
+    logits = tiny.logit_scale.exp() * img @ txt.t()
+    target = torch.arange(6)
+    expected = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+    assert torch.allclose(out["loss"], expected, atol=1e-6)
+    assert 0 <= out["acc_i2t"] <= 1
+
+
+def test_zero_shot_and_retrieve_shapes(tiny):
+    images = tiny.normalize_images(torch.rand(5, 3, 64, 64))
+    probs = zero_shot(tiny, tiny.tokenize, images, ["red", "green", "blue"], ["a {} circle"])
+    assert probs.shape == (5, 3) and torch.allclose(probs.sum(1), torch.ones(5))
+    emb = class_embeddings(tiny, tiny.tokenize, ["red", "green"], ["a {} circle", "a {} plus"])
+    assert emb.shape == (2, 128) and torch.allclose(emb.norm(dim=1), torch.ones(2))
+    with pytest.raises(ValueError, match="exactly one"):
+        class_embeddings(tiny, tiny.tokenize, ["red"], ["no placeholder"])
+    index = F.normalize(torch.eye(4)[:, :3] + 0.01, dim=1)
+    scores, idx = retrieve(index[2:3], index, k=2)
+    assert idx[0, 0] == 2 and scores[0, 0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_clip_score_adapter(tiny):
+    images = (ShapesDataset("test", length=4).as_tensors()["image"] + 1) / 2
+    result = clip_score(images, ["a red circle"] * 4, tiny, progress=False)
+    assert result.name.startswith("CLIP") and result.n == 4 and 0 <= result.value <= 100
+
+
+def test_search_folder_with_cache(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MMGEN_CACHE", str(tmp_path / "cache"))
+    model_dir = tiny.save_pretrained(tmp_path / "clip")
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    for i, item in enumerate(ShapesDataset("test", length=5).attrs(i) for i in range(5)):
+        render(item).save(folder / ("sub" if i % 2 else ".") / f"{i}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+
+    with pytest.warns(UserWarning, match="broken.png"):
+        index = ImageIndex(folder, mmgen.load(model_dir), "m1").build()
+    assert len(index.files) == 5 and index.embedded_now == 6
+    hits = index.search(str(folder / "0.png"), k=2)  # image query finds itself first
+    assert hits[0].file.endswith("0.png") and hits[0].score == pytest.approx(1.0, abs=1e-4)
+
+    with pytest.warns(UserWarning, match="broken.png"):  # still named, but not re-read
+        again = ImageIndex(folder, mmgen.load(model_dir), "m1").build()
+    assert again.embedded_now == 0 and again.files == index.files
+    assert torch.equal(again.embeddings, index.embeddings)
+
+    render(ShapesDataset("val", length=1).attrs(0)).save(folder / "new.png")
+    (folder / "broken.png").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the broken file is gone: no warning
+        third = ImageIndex(folder, mmgen.load(model_dir), "m1").build()
+    assert third.embedded_now == 1 and len(third.files) == 6
+
+    assert cli.main(["search", str(folder), "a red circle", "--model", str(model_dir),
+                     "--top-k", "3", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert len(hits) == 3 and all(h["file"].endswith(".png") for h in hits)
+    assert cli.main(["search", str(tmp_path / "nope"), "x", "--model", str(model_dir)]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_train_clip_on_a_captioned_folder(tmp_path, capsys):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    data = ShapesDataset("train", length=8)
+    lines = []
+    for i in range(8):
+        render(data.attrs(i)).save(folder / f"{i}.png")
+        lines.append(json.dumps({"file": f"{i}.png", "caption": data[i]["caption"]}))
+    (folder / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    assert cli.main(["train", "clip", "--data", str(folder), "--steps", "3", "--batch-size",
+                     "4", "--out", str(out)]) == 0
+    model = mmgen.load(out / "model")
+    assert model.config.vision.image_size == 64
+    assert cli.main(["train", "clip", "--data", str(tmp_path / "missing")]) == 2
+    assert "folder of captioned images" in capsys.readouterr().err
