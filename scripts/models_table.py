@@ -54,41 +54,30 @@ def architecture_table() -> list[str]:
     return rows
 
 
-def bundled_table() -> list[str]:
-    rows = ["| bundled model | architecture | parameters | MFLOPs | results (fp16 weights) "
-            "| training time (2-core CPU) | size |", "|---|---|---:|---:|---|---:|---:|"]
+def bundled_table(clip: bool = False) -> list[str]:
+    """Bundled classifiers (``clip=False``; with MFLOPs at their input) or CLIP models."""
+    flops_col = "" if clip else " MFLOPs |"
+    rows = [f"| bundled model | architecture | parameters |{flops_col} results (fp16 weights) "
+            "| training time (2-core CPU) | size |",
+            "|---|---|---:|" + ("" if clip else "---:|") + "---|---:|---:|"]
     for name in list_pretrained():
         meta = read_config(BUNDLED_DIR / name)
         info = meta.get("info") or {}
-        if "results" not in info or "preprocess" not in info:
+        is_clip = str(meta.get("model", "")).startswith("clip/")
+        if "results" not in info or is_clip != clip or not (clip or "preprocess" in info):
             continue
-        pre = info["preprocess"]
         model = mmgen.load(name)
         params = sum(p.numel() for p in model.parameters())
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            model(torch.zeros(1, pre["channels"], pre["size"], pre["size"]))
+        flops = ""
+        if not clip:
+            pre = info["preprocess"]
+            with FlopCounterMode(display=False) as counter, torch.no_grad():
+                model(torch.zeros(1, pre["channels"], pre["size"], pre["size"]))
+            flops = f" {counter.get_total_flops() / 1e6:,.1f} |"
         results = {k: v for k, v in info["results"].items() if k != "train_seconds"}
         shown = "<br>".join(f"{k}: {v:.2%}" for k, v in results.items())
         size_mb = (BUNDLED_DIR / name / "model.safetensors").stat().st_size / 2**20
-        rows.append(f"| `{name}` | `{meta['model']}` "
-                    f"| {params:,} | {counter.get_total_flops() / 1e6:,.1f} | {shown} "
-                    f"| {info['results']['train_seconds'] / 60:.1f} min | {size_mb:.2f} MB |")
-    return rows
-
-
-def clip_table() -> list[str]:
-    rows = ["| bundled model | architecture | parameters | results (fp16 weights) "
-            "| training time (2-core CPU) | size |", "|---|---|---:|---|---:|---:|"]
-    for name in list_pretrained():
-        meta = read_config(BUNDLED_DIR / name)
-        info = meta.get("info") or {}
-        if not str(meta.get("model", "")).startswith("clip/") or "results" not in info:
-            continue
-        params = sum(p.numel() for p in mmgen.load(name).parameters())
-        results = {k: v for k, v in info["results"].items() if k != "train_seconds"}
-        shown = "<br>".join(f"{k}: {v:.1%}" for k, v in results.items())
-        size_mb = (BUNDLED_DIR / name / "model.safetensors").stat().st_size / 2**20
-        rows.append(f"| `{name}` | `{meta['model']}` | {params:,} | {shown} "
+        rows.append(f"| `{name}` | `{meta['model']}` | {params:,} |{flops} {shown} "
                     f"| {info['results']['train_seconds'] / 60:.1f} min | {size_mb:.2f} MB |")
     return rows
 
@@ -144,7 +133,7 @@ def main() -> None:
         "(colour-shape pairs the model never saw), and text->image retrieval over the 1,000",
         "`test` images with their canonical captions (top hit has all five attributes right).",
         "",
-        *clip_table(),
+        *bundled_table(clip=True),
         "",
         "## Every family on MNIST, one short schedule",
         "",

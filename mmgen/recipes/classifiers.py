@@ -7,9 +7,8 @@ trained, evaluated model folder whose ``config.json`` records the measured resul
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from mmgen.checkpoint import atomic_path
 from mmgen.cnn.train import Augmented, ClassificationObjective, accuracy, affine_augmentation
+from mmgen.recipes.export import export_results
 from mmgen.registry import create_model, model_dir
 from mmgen.train import TrainConfig, Trainer
 
@@ -145,13 +144,7 @@ def run_classifier(recipe: ClassifierRecipe, out_dir: str | Path, name: str,
     folder = final.save_pretrained(out_dir / "model", dtype=torch.float16)
     results = evaluate(folder, evals)
     results["train_seconds"] = round(trainer.elapsed, 1)
-    final.info["results"] = results
-    final.save_pretrained(folder, dtype=torch.float16)  # again, now with its results
-    with atomic_path(out_dir / "results.json") as tmp:
-        tmp.write_text(json.dumps({"recipe": name, "results": results, "targets": recipe.targets,
-                                   "recipe_config": _jsonable(recipe),
-                                   "wall_seconds": round(time.perf_counter() - start, 1)},
-                                  indent=2) + "\n")
+    export_results(final, folder, out_dir, name, recipe, results, start)
     return results
 
 
@@ -172,10 +165,6 @@ def missed_targets(results: dict[str, float], targets: dict[str, float]) -> list
     """Targets the results did not reach, as readable lines."""
     return [f"{key}: {results.get(key, float('nan')):.4f} < {goal}"
             for key, goal in targets.items() if not results.get(key, 0.0) >= goal]
-
-
-def _jsonable(recipe: ClassifierRecipe) -> dict[str, Any]:
-    return json.loads(json.dumps(asdict(recipe), default=str))
 
 
 # ----------------------------------------------------------------------------- the recipes

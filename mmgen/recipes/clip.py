@@ -13,19 +13,18 @@ Evaluation (on the exported fp16 weights):
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mmgen.checkpoint import atomic_path
 from mmgen.clip.train import ContrastiveObjective, caption_collate
 from mmgen.clip.zero_shot import class_embeddings, encode_images, retrieve
 from mmgen.data import shapes
+from mmgen.recipes.export import export_results
 from mmgen.registry import PretrainedModel, create_model
 from mmgen.train import TrainConfig, Trainer
 
@@ -136,15 +135,7 @@ def run_clip(recipe: ClipRecipe, out_dir: Path, name: str, resume: bool) -> dict
     results = evaluate_shapes_clip(PretrainedModel.from_pretrained(folder), tok,
                                    recipe.eval_items) if recipe.data == "shapes" else {}
     results["train_seconds"] = round(trainer.elapsed, 1)
-    final.info["results"] = results
-    final.save_pretrained(folder, dtype=torch.float16)
-    with atomic_path(out_dir / "results.json") as tmp:
-        tmp.write_text(json.dumps({"recipe": name, "results": results,
-                                   "targets": recipe.targets,
-                                   "recipe_config": json.loads(json.dumps(asdict(recipe),
-                                                                          default=str)),
-                                   "wall_seconds": round(time.perf_counter() - start, 1)},
-                                  indent=2) + "\n")
+    export_results(final, folder, out_dir, name, recipe, results, start)
     return results
 
 
