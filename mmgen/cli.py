@@ -199,6 +199,89 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_T2I_MODEL = "shapes-t2i"
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Generate images from a prompt (or re-create one from a PNG's parameters)."""
+    from mmgen.diffusion.metadata import read_params
+
+    opts = {"negative_prompt": args.negative_prompt, "sampler": args.sampler,
+            "steps": args.steps, "guidance": args.guidance, "seed": args.seed,
+            "height": args.height, "width": args.width}
+    prompt, model = args.prompt, args.model
+    if args.from_image:
+        params = read_params(args.from_image)
+        if prompt is None:
+            prompt = params.prompt
+        model = model or params.model
+        stored = {"negative_prompt": params.negative_prompt, "sampler": params.sampler,
+                  "steps": params.steps, "guidance": params.guidance, "seed": params.seed,
+                  "height": params.height, "width": params.width}
+        opts = {k: v if v is not None else stored[k] for k, v in opts.items()}
+    if prompt is None or not prompt.strip():
+        raise CLIError("give a non-empty PROMPT (or --from-image PNG)")
+    files, grid = _output_paths(args.out, prompt, args.num_images)
+    from mmgen.registry import load  # imported late: argument errors stay instant
+
+    pipe = load(model or DEFAULT_T2I_MODEL, dtype=args.dtype)
+    if not hasattr(pipe, "decode_latents"):
+        raise CLIError(f"{model} is not a text-to-image model")
+    images = pipe(prompt, opts["negative_prompt"], steps=opts["steps"],
+                  guidance=opts["guidance"], sampler=opts["sampler"], seed=opts["seed"],
+                  num_images=args.num_images, height=opts["height"], width=opts["width"])
+    return _write_outputs(images, files, grid, args.json)
+
+
+def _output_paths(out: str | None, prompt: str, n: int) -> tuple[list[Path], Path | None]:
+    """Image paths (and the grid's, for several images) for ``--out FILE.png`` or a folder."""
+    import os
+    import re
+
+    if out is not None and not out.strip():
+        raise CLIError("--out must not be empty: give a .png file or a folder")
+    target = Path(out) if out else Path(".")
+    as_file = target.suffix.lower() == ".png"
+    if target.suffix and not as_file and not target.is_dir():
+        raise CLIError(f"--out {out}: a file must end in .png (or give a folder)")
+    folder = target.parent if as_file else target
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"cannot create the output folder {folder}: {e.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise CLIError(f"cannot write to {folder}: permission denied")
+    stem = target.stem if as_file else re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:48]
+    if as_file and n == 1:
+        return [target], None
+    files = [folder / f"{stem or 'image'}-{i:02d}.png" for i in range(n)]
+    return files, (folder / f"{stem or 'image'}-grid.png" if n > 1 else None)
+
+
+def _write_outputs(images: list, files: list[Path], grid: Path | None, as_json: bool) -> int:
+    from mmgen.diffusion.images import image_grid
+    from mmgen.diffusion.metadata import GenerationParams, save_png
+
+    records = []
+    for image, path in zip(images, files, strict=True):
+        save_png(image, path)
+        records.append({"path": str(path),
+                        **json.loads(image.info["mmgen"])} if "mmgen" in image.info
+                       else {"path": str(path)})
+    if grid is not None:
+        labels = [f"seed {GenerationParams.from_json(im.info['mmgen']).seed}" for im in images]
+        scale = max(1, 256 // images[0].width)
+        image_grid(images, labels=labels, scale=scale).save(grid)
+    if as_json:
+        print(json.dumps({"images": records, "grid": str(grid) if grid else None}, indent=2))
+    else:
+        for rec in records:
+            print(rec["path"])
+        if grid is not None:
+            print(grid)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mmgen", description="mmgen: multimodal generative and vision models.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -237,6 +320,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="text-to-image: write PNGs with their parameters")
+    p.add_argument("prompt", nargs="?", help="what to draw")
+    p.add_argument("--negative-prompt", help="what to steer away from")
+    p.add_argument("--model", help=f"bundled name, pipeline / Stable Diffusion folder, or "
+                                    f"single file (default {DEFAULT_T2I_MODEL})")
+    p.add_argument("--sampler", help="ddim, dpm++2m, euler, euler_a or ddpm (default: the "
+                                     "model's)")
+    p.add_argument("--steps", type=_positive_int, help="sampler steps (default: the model's)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    p.add_argument("--seed", type=int, help="seed of the first image (default: random)")
+    p.add_argument("--num-images", type=_positive_int, default=1)
+    p.add_argument("--height", type=_positive_int, help="pixels (default: the model's)")
+    p.add_argument("--width", type=_positive_int, help="pixels (default: the model's)")
+    p.add_argument("--out", help="a .png file, or a folder (default: the current folder)")
+    p.add_argument("--json", action="store_true", help="print paths and parameters as JSON")
+    p.add_argument("--from-image", metavar="PNG",
+                   help="re-create an image from the parameters stored in a PNG")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "auto", "bf16"],
+                   help="compute precision (fp32 is exact; auto uses bf16 where native)")
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("search", help="find images in a folder by text or by example image")
     p.add_argument("folder", help="a folder of images (searched recursively)")

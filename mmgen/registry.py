@@ -251,11 +251,18 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+PIPELINE_CONFIG = "pipeline.json"  # marks a text-to-image pipeline folder
+
+
+def _is_model_folder(path: Path) -> bool:
+    return (path / CONFIG_NAME).is_file() or (path / PIPELINE_CONFIG).is_file()
+
+
 def list_pretrained() -> list[str]:
     """Names of the models bundled with this installation (loadable offline by name)."""
     if not BUNDLED_DIR.is_dir():
         return []
-    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / CONFIG_NAME).is_file())
+    return sorted(p.name for p in BUNDLED_DIR.iterdir() if _is_model_folder(p))
 
 
 def model_dir(name_or_path: str | os.PathLike) -> Path:
@@ -263,7 +270,7 @@ def model_dir(name_or_path: str | os.PathLike) -> Path:
     path = Path(name_or_path)
     if path.is_dir():
         return path
-    if (BUNDLED_DIR / str(name_or_path) / CONFIG_NAME).is_file():
+    if str(name_or_path) and _is_model_folder(BUNDLED_DIR / str(name_or_path)):
         return BUNDLED_DIR / str(name_or_path)
     bundled = ", ".join(list_pretrained()) or "none yet"
     raise FileNotFoundError(
@@ -272,6 +279,29 @@ def model_dir(name_or_path: str | os.PathLike) -> Path:
     )
 
 
-def load(name_or_path: str | os.PathLike) -> nn.Module:
-    """Load a saved model folder, or a bundled model by name (``mmgen.load("mnist-lenet5")``)."""
-    return PretrainedModel.from_pretrained(model_dir(name_or_path))
+def load(name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
+    """Load a model or pipeline, offline.
+
+    Accepts a bundled name (``mmgen.load("mnist-lenet5")``, ``mmgen.load("shapes-t2i")``), a
+    folder saved by mmgen (a model's ``config.json`` or a pipeline's ``pipeline.json``), a
+    Stable Diffusion folder in diffusers' layout (``model_index.json``), or an original
+    Stable Diffusion single file (``.safetensors`` / ``.ckpt``). Pipelines take ``device``
+    and ``dtype`` keyword arguments.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        from mmgen.diffusion.pipeline import TextToImagePipeline
+
+        return TextToImagePipeline.from_single_file(path, **kwargs)
+    directory = model_dir(name_or_path)
+    if (directory / PIPELINE_CONFIG).is_file():
+        from mmgen.diffusion.pipeline import TextToImagePipeline
+
+        return TextToImagePipeline.from_pretrained(directory, **kwargs)
+    if (directory / "model_index.json").is_file():
+        from mmgen.diffusion.pipeline import TextToImagePipeline
+
+        return TextToImagePipeline.from_diffusers_folder(directory, **kwargs)
+    if kwargs:
+        raise TypeError(f"unexpected argument(s) {sorted(kwargs)} for a single model")
+    return PretrainedModel.from_pretrained(directory)

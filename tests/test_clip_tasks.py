@@ -35,6 +35,55 @@ def test_contrastive_objective_is_symmetric_infonce(tiny):
     assert 0 <= out["acc_i2t"] <= 1
 
 
+def test_contrastive_objective_with_several_positives(tiny):
+    """Duplicate captions and captions naming a subset of attributes are positives for every
+    image they describe; each row's target is uniform over its positives."""
+    from mmgen.recipes.clip import _ShapesPairs, shapes_collate
+
+    data = _ShapesPairs("train", 64, "factored", tiny)
+    batch = shapes_collate([data[i] for i in range(24)])
+    pos = batch["positives"]
+    labels = torch.stack([data[i]["labels"] for i in range(24)])
+    for i in range(24):  # brute force: caption j describes image i
+        for j in range(24):
+            named = data[j]["named"]
+            assert bool(pos[i, j]) == bool(((labels[i] == labels[j]) | ~named).all())
+    assert pos.diagonal().all() and pos.sum() > 24  # partial captions match several images
+    out = ContrastiveObjective(tiny.tokenize)(tiny, batch)
+    img = tiny.encode_image(batch["image"], normalize=True)
+    txt = tiny.encode_text(tiny.tokenize(batch["caption"]), normalize=True)
+    logits = tiny.logit_scale.exp() * img @ txt.t()
+    p = pos.float()
+    expected = (-(p / p.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
+                - (p.t() / p.t().sum(1, keepdim=True) * logits.t().log_softmax(1)).sum(1).mean()
+                ) / 2
+    assert torch.allclose(out["loss"], expected, atol=1e-5)
+    # identical captions are positives by default, without a positives matrix
+    dup = {"image": batch["image"][:3], "caption": ["a red shape"] * 2 + ["a plus"]}
+    loss = ContrastiveObjective(tiny.tokenize)(tiny, dup)["loss"]
+    same = {**dup, "positives": torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 1]]).bool()}
+    assert torch.allclose(loss, ContrastiveObjective(tiny.tokenize)(tiny, same)["loss"])
+    with pytest.raises(ValueError, match="matching itself"):
+        ContrastiveObjective(tiny.tokenize)(tiny, {**dup, "positives": torch.zeros(3, 3)})
+
+
+def test_text_model_with_restricted_vocabulary(tiny, tmp_path):
+    tokens = tiny.tokenize(["a red circle", "a zebra circle"])
+    keep = tiny.tokenize(["a red circle"]).flatten().tolist()
+    text = tiny.text_model(keep_tokens=keep)
+    assert text.token_embedding.weight.shape[0] == len(set(keep)) + 1
+    full = tiny.encode_text_states(tokens[:1])
+    small = text.encode_text_states(tokens[:1])
+    assert torch.equal(full.last_hidden_state, small.last_hidden_state)
+    assert torch.equal(full.embeds, small.embeds)
+    assert text.unknown_tokens(tokens).sum(1).tolist() == [0, 1]  # "zebra"
+    loaded = mmgen.load(text.save_pretrained(tmp_path / "text"))
+    assert torch.equal(loaded.encode_text_states(tokens).last_hidden_state,
+                       text.encode_text_states(tokens).last_hidden_state)
+    assert torch.equal(tiny.text_model().state_dict()["token_embedding.weight"],
+                       tiny.state_dict()["token_embedding.weight"])
+
+
 def test_zero_shot_and_retrieve_shapes(tiny):
     images = tiny.normalize_images(torch.rand(5, 3, 64, 64))
     probs = zero_shot(tiny, tiny.tokenize, images, ["red", "green", "blue"], ["a {} circle"])

@@ -33,6 +33,7 @@ from mmgen.registry import PretrainedModel, register_model
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 ACTIVATIONS = ("quick_gelu", "gelu")
+STEMS = ("patch", "conv")
 POOLS = ("argmax", "eos")
 
 
@@ -51,6 +52,7 @@ class VisionConfig:
     embed_dim: int = 512  # output size of proj (the joint embedding); 0 = no projection
     image_mean: tuple[float, float, float] = OPENAI_MEAN  # per-channel mean of preprocessing
     image_std: tuple[float, float, float] = OPENAI_STD  # per-channel std of preprocessing
+    stem: str = "patch"  # "patch": OpenAI's conv1 patchify; "conv": stride-2 3x3 convs first
 
 
 @dataclass
@@ -65,6 +67,8 @@ class TextConfig:
     embed_dim: int = 512  # output size of text_projection; 0 = no projection (SD encoder)
     pool: str = "argmax"  # pooled token: "argmax" of ids (OpenAI's EOT rule) or "eos"
     eos_token_id: int = 49407  # with pool="eos": pool at the first token with this id
+    kept_tokens: int = 0  # > 0: a restricted vocabulary (see CLIP.text_model): token_embedding
+    #   has this many rows, looked up through the token_map buffer (ids -> rows; row 0 = unknown)
 
 
 @dataclass
@@ -91,6 +95,12 @@ def _check_tower(config: VisionConfig | TextConfig) -> None:
     if isinstance(config, VisionConfig) and config.image_size % config.patch_size:
         raise ValueError(f"VisionConfig: image_size {config.image_size} is not a multiple "
                          f"of patch_size {config.patch_size}")
+    if isinstance(config, VisionConfig) and config.stem not in STEMS:
+        raise ValueError(f"VisionConfig.stem={config.stem!r}; choose one of {STEMS}")
+    if isinstance(config, VisionConfig) and config.stem == "conv" and (
+            config.patch_size < 2 or config.patch_size & (config.patch_size - 1)):
+        raise ValueError(f"VisionConfig: the conv stem needs a power-of-two patch_size, got "
+                         f"{config.patch_size}")
 
 
 class TextOutput(NamedTuple):
@@ -196,7 +206,12 @@ class VisionTransformer(nn.Module):
         super().__init__()
         self.config = config
         w, grid = config.width, config.image_size // config.patch_size
-        self.conv1 = nn.Conv2d(3, w, config.patch_size, stride=config.patch_size, bias=False)
+        if config.stem == "patch":  # OpenAI: one linear projection per patch
+            self.stem = None
+            self.conv1 = nn.Conv2d(3, w, config.patch_size, stride=config.patch_size, bias=False)
+        else:  # Xiao et al. 2021: log2(p) stride-2 3x3 convs, then a 1x1 projection to width
+            self.stem = conv_stem(config.patch_size, w)
+            self.conv1 = nn.Conv2d(self.stem[-3].out_channels, w, 1, bias=False)
         self.class_embedding = nn.Parameter(w**-0.5 * torch.randn(w))
         self.positional_embedding = nn.Parameter(w**-0.5 * torch.randn(grid * grid + 1, w))
         self.ln_pre = nn.LayerNorm(w)
@@ -213,7 +228,10 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"expected images of shape (N, 3, {size}, {size}) "
                              f"(VisionConfig.image_size), got {tuple(images.shape)}; "
                              "resize and normalise them with model.preprocess(...)")
-        x = self.conv1(images.to(self.conv1.weight.dtype))  # (N, W, S/p, S/p)
+        x = images.to(self.conv1.weight.dtype)  # (N, 3, S, S)
+        if self.stem is not None:
+            x = self.stem(x)  # (N, C, S/p, S/p)
+        x = self.conv1(x)  # (N, W, S/p, S/p)
         x = x.flatten(2).transpose(1, 2)  # (N, P, W)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # (N, 1, W)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)  # (N, 1+P, W)
@@ -231,6 +249,21 @@ class VisionTransformer(nn.Module):
         return normalize_images(images, self.config)
 
 
+def conv_stem(patch_size: int, width: int) -> nn.Sequential:
+    """log2(patch_size) blocks of stride-2 3x3 conv -> GroupNorm -> GELU, channels doubling
+    up to ``width`` ("Early Convolutions Help Transformers See Better", Xiao et al. 2021).
+    Non-linear features before tokenisation let a small ViT see shapes independently of
+    their colour, which one linear patch projection does not."""
+    layers: list[nn.Module] = []
+    n = patch_size.bit_length() - 1
+    c_in = 3
+    for i in range(n):
+        c = max(width >> (n - 1 - i), 16)  # ..., width/2, width
+        layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(8, c), nn.GELU()]
+        c_in = c
+    return nn.Sequential(*layers)
+
+
 class TextTower(nn.Module):
     """The causal text transformer, as a base class so that its parameters sit at the top
     level of the model (OpenAI's ``token_embedding``, ``positional_embedding``,
@@ -242,7 +275,9 @@ class TextTower(nn.Module):
     def _build_text_tower(self, config: TextConfig) -> None:
         self.text_config = config
         w, length = config.width, config.context_length
-        self.token_embedding = nn.Embedding(config.vocab_size, w)
+        self.token_embedding = nn.Embedding(config.kept_tokens or config.vocab_size, w)
+        if config.kept_tokens:  # ids -> rows of the restricted vocabulary; 0 = unknown
+            self.register_buffer("token_map", torch.zeros(config.vocab_size, dtype=torch.long))
         self.positional_embedding = nn.Parameter(torch.empty(length, w))
         self.transformer = Transformer(config)
         self.ln_final = nn.LayerNorm(w)
@@ -277,12 +312,19 @@ class TextTower(nn.Module):
                              f"{self.text_config.context_length}; tokenize with "
                              "model.tokenize(texts) or tokenize(texts, context_length="
                              f"{self.text_config.context_length})")
-        x = self.token_embedding(tokens) + self.positional_embedding[:length]  # (N, L, W)
+        rows = self.token_map[tokens] if self.text_config.kept_tokens else tokens  # (N, L)
+        x = self.token_embedding(rows) + self.positional_embedding[:length]  # (N, L, W)
         x = self.transformer(x, self.attn_mask[:length, :length])  # (N, L, W)
         x = self.ln_final(x)  # (N, L, W)
         pooled = x[torch.arange(n, device=x.device), self._pool_index(tokens)]  # (N, W)
         embeds = pooled if self.text_projection is None else pooled @ self.text_projection
         return TextOutput(x, pooled, embeds)  # embeds: (N, E)
+
+    def unknown_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, L) bool: ids outside a restricted vocabulary (all False for a full one)."""
+        if not self.text_config.kept_tokens:
+            return torch.zeros_like(tokens, dtype=torch.bool)
+        return self.token_map[tokens] == 0
 
     def _pool_index(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N,) position of the end-of-text token in each row."""
@@ -333,6 +375,40 @@ class CLIP(PretrainedModel, TextTower):
     def preprocess(self, images: Any) -> torch.Tensor:
         """PIL images or [0, 1] tensors -> model-ready (N, 3, S, S); see :func:`preprocess`."""
         return self.visual.preprocess(images)
+
+    def text_model(self, keep_tokens: Sequence[int] | None = None) -> CLIPTextModel:
+        """The text tower as a stand-alone :class:`CLIPTextModel` (a copy of its weights),
+        e.g. the text encoder of a text-to-image pipeline.
+
+        Args:
+            keep_tokens: restrict the vocabulary to these token ids (all others map to one
+                "unknown" row, the mean of the dropped rows). A model trained on a small
+                caption vocabulary never updated the other 49k rows, so this shrinks the
+                token embedding (25 MB of fp16 at width 256) to a few kB without changing
+                any output for known tokens.
+        """
+        state = {k: v for k, v in self.state_dict().items()
+                 if not k.startswith("visual.") and k != "logit_scale"}
+        config = self.config.text
+        if keep_tokens is not None:
+            if self.config.text.kept_tokens:
+                raise ValueError("the vocabulary is already restricted")
+            kept = torch.tensor(sorted(set(int(t) for t in keep_tokens)))  # (K,)
+            if kept.numel() == 0 or kept.min() < 0 or kept.max() >= config.vocab_size:
+                raise ValueError(f"keep_tokens must be ids in [0, {config.vocab_size})")
+            table = state["token_embedding.weight"]  # (V, W)
+            dropped = torch.ones(len(table), dtype=torch.bool)
+            dropped[kept] = False
+            unknown = table[dropped].mean(0, keepdim=True) if dropped.any() else table[:1] * 0
+            state["token_embedding.weight"] = torch.cat([unknown, table[kept]])  # (K+1, W)
+            token_map = torch.zeros(config.vocab_size, dtype=torch.long)
+            token_map[kept] = torch.arange(1, len(kept) + 1)
+            state["token_map"] = token_map
+            config = replace(config, kept_tokens=len(kept) + 1)
+        text = CLIPTextModel(config)
+        text.load_state_dict(state, strict=True)
+        text.info = {"text_tower_of": self.model_name}
+        return text
 
     def normalize_images(self, images: torch.Tensor) -> torch.Tensor:
         """[0, 1] images already at the model's size -> normalised model input."""

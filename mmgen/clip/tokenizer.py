@@ -12,8 +12,10 @@ still ``<end_of_text>`` (as open_clip does), and a warning says how many texts w
 from __future__ import annotations
 
 import functools
+import importlib.util
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,13 +28,22 @@ EOT_TOKEN_ID = 49407  # <end_of_text>
 @functools.lru_cache(maxsize=1)
 def _bpe() -> Any:
     """open_clip's SimpleTokenizer, built once (reading the vocabulary takes ~1 s)."""
-    try:
-        from open_clip.tokenizer import SimpleTokenizer
-    except ImportError as e:
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
         raise ImportError(
             "mmgen's CLIP tokenizer wraps open_clip's BPE tokenizer, which is not installed; "
-            "install it with `pip install open_clip_torch`") from e
-    return SimpleTokenizer()
+            "install it with `pip install open_clip_torch`")
+    # `import open_clip` imports all of its models (seconds); its tokenizer module stands
+    # alone (third-party imports only, vocabulary file beside it), so load just that file.
+    path = Path(spec.submodule_search_locations[0]) / "tokenizer.py"
+    module_spec = importlib.util.spec_from_file_location("_mmgen_open_clip_tokenizer", path)
+    if module_spec is None or module_spec.loader is None:  # an unusual installation
+        from open_clip.tokenizer import SimpleTokenizer
+
+        return SimpleTokenizer()
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.SimpleTokenizer()
 
 
 class CLIPTokenizer:

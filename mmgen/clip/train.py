@@ -7,6 +7,13 @@ and learnable temperature ``t = exp(logit_scale)``::
     loss   = (CE(logits, arange(N)) + CE(logits^T, arange(N))) / 2
 
 Negatives are the other pairs of the same process's micro-batch (no cross-process gather).
+
+Several positives per row: when two pairs of a batch share a caption, or a caption names only
+some attributes that several images have ("a red shape"), treating the other matches as
+negatives teaches the model to tell apart what the text cannot. The batch may therefore carry
+``positives`` (N, N) bool, ``positives[i, j]`` = caption j describes image i (by default:
+identical caption strings). Each row's target is then uniform over its positives (soft-target
+cross entropy, as in UniCL / SupCon); with only the diagonal this is exactly the loss above.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ class ContrastiveObjective:
     """``objective(model, batch)`` for :class:`mmgen.train.Trainer`.
 
     ``batch`` is ``{"image": (N, 3, H, W) model-ready tensor, "caption": list of N str}``
-    (what :func:`caption_collate` makes of dataset items) or an ``(images, captions)`` pair.
+    (what :func:`caption_collate` makes of dataset items) or an ``(images, captions)`` pair;
+    an optional ``"positives"`` (N, N) bool matrix marks extra matching pairs (module doc).
     """
 
     tokenize: Tokenize  # captions -> token ids
@@ -42,10 +50,23 @@ class ContrastiveObjective:
         txt = model.encode_text(tokens, normalize=True)  # (N, D)
         scale = model.logit_scale.exp().clamp(max=self.max_logit_scale)
         logits = scale * img @ txt.t()  # (N, N)
-        target = torch.arange(len(logits), device=logits.device)
-        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
-        acc = (logits.argmax(1) == target).float().mean()  # image -> text top-1 in batch
-        return {"loss": loss, "acc_i2t": acc, "scale": scale.detach()}
+        positives = batch.get("positives") if isinstance(batch, dict) else None
+        if positives is None:
+            positives = same_caption(captions)
+        pos = positives.to(logits.device, torch.float32)  # (N, N)
+        if pos.shape != logits.shape or not bool(pos.diagonal().all()):
+            raise ValueError("positives must be (N, N) with every pair matching itself")
+        loss = (F.cross_entropy(logits.float(), pos / pos.sum(1, keepdim=True))
+                + F.cross_entropy(logits.t().float(), pos.t() / pos.sum(0)[:, None])) / 2
+        hit = pos.gather(1, logits.argmax(1, keepdim=True))  # image -> text top-1 in batch
+        return {"loss": loss, "acc_i2t": hit.mean(), "scale": scale.detach()}
+
+
+def same_caption(captions: Sequence[str]) -> torch.Tensor:
+    """(N, N) bool: captions i and j are the same string."""
+    ids = {c: k for k, c in enumerate(dict.fromkeys(captions))}
+    idx = torch.tensor([ids[c] for c in captions])
+    return idx[:, None] == idx[None, :]
 
 
 def caption_collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -12,7 +12,12 @@ from mmgen.interop.convert import KeyMapError, convert_state_dict, load_converte
 
 _LAZY = {"from_torchvision": "mmgen.interop.torchvision",
          "from_open_clip": "mmgen.interop.open_clip",
-         "from_transformers": "mmgen.interop.transformers_clip"}
+         "from_transformers": "mmgen.interop.transformers_clip",
+         "from_diffusers": "mmgen.interop.diffusers",
+         "sampler_from_diffusers": "mmgen.interop.diffusers_schedulers",
+         "read_sd_folder": "mmgen.interop.stable_diffusion",
+         "read_sd_single_file": "mmgen.interop.stable_diffusion",
+         "write_sd_single_file": "mmgen.interop.stable_diffusion"}
 
 
 def __getattr__(name: str) -> Any:
@@ -23,5 +28,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'mmgen.interop' has no attribute {name!r}")
 
 
-__all__ = ["KeyMapError", "convert_state_dict", "from_open_clip", "from_torchvision",
-           "from_transformers", "load_converted", "regex_rename"]
+__all__ = ["KeyMapError", "convert_state_dict", "from_diffusers", "from_open_clip",
+           "from_torchvision", "from_transformers", "load_converted", "read_sd_folder",
+           "read_sd_single_file", "regex_rename", "sampler_from_diffusers",
+           "write_sd_single_file"]

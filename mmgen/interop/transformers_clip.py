@@ -32,8 +32,8 @@ occurrence of that id, ``pool="eos"``. With CLIP's tokenizer both pick the end-o
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ from mmgen.clip.model import (
     VisionConfig,
     registered_name,
 )
-from mmgen.interop.convert import KeyMapError, load_converted, regex_rename
+from mmgen.interop.convert import KeyMapError, load_converted, read_json, regex_rename
 
 TEXT_ARCHITECTURES = ("CLIPTextModel", "CLIPTextModelWithProjection")
 VISION_ARCHITECTURES = ("CLIPVisionModel", "CLIPVisionModelWithProjection")
@@ -116,7 +116,7 @@ def from_transformers(model_or_path: nn.Module | str | os.PathLike
         state, folder = model_or_path.state_dict(), None
     else:
         folder = Path(model_or_path)
-        hf = _read_json(folder / "config.json")
+        hf = read_json(folder / "config.json")
         arch = (hf.get("architectures") or [""])[0]
     if arch not in ARCHITECTURES:
         raise ValueError(f"from_transformers converts {', '.join(ARCHITECTURES)}; got "
@@ -195,7 +195,7 @@ def _image_stats(folder: Path | None) -> tuple[tuple[float, ...], tuple[float, .
     path = folder / "preprocessor_config.json" if folder is not None else None
     if path is None or not path.is_file():
         return OPENAI_MEAN, OPENAI_STD
-    pre = _read_json(path)
+    pre = read_json(path)
     return tuple(pre.get("image_mean", OPENAI_MEAN)), tuple(pre.get("image_std", OPENAI_STD))
 
 
@@ -232,16 +232,30 @@ def _load_weights(folder: Path) -> dict[str, torch.Tensor]:
         if not path.is_file():
             continue
         if name.endswith(".index.json"):  # sharded: {"weight_map": {key: shard file}}
-            shards = sorted(set(_read_json(path)["weight_map"].values()))
+            shards = sorted(set(read_json(path)["weight_map"].values()))
             return {k: v for s in shards for k, v in load_state_dict(folder / s).items()}
         return load_state_dict(path)
     raise FileNotFoundError(f"{folder} has none of the weight files {WEIGHT_FILES}")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"no {path.name} in {path.parent}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
+
+def from_transformers_state_dict(state_dict: Mapping[str, torch.Tensor], config: dict[str, Any]
+                                 ) -> CLIP | CLIPTextModel | CLIPVisionModel:
+    """:func:`from_transformers` for weights already in memory, e.g. the text encoder taken
+    out of a single-file Stable Diffusion checkpoint.
+
+    Args:
+        state_dict: transformers parameter names (with or without the ``text_model.`` /
+            ``vision_model.`` prefix).
+        config: the matching transformers config dict (``config.json``); its
+            ``architectures`` names the model class.
+    """
+    arch = (config.get("architectures") or [""])[0]
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"from_transformers_state_dict converts {', '.join(ARCHITECTURES)}; "
+                         f"got {arch or 'a config without architectures'}")
+    model = _build(arch, config, None)
+    load_converted(model, _pack_qkv(_with_prefix(dict(state_dict), arch)), RENAME,
+                   transforms=TRANSFORMS)
+    model.model_name = registered_name(model.config)
+    return model.eval()

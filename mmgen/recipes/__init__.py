@@ -12,8 +12,9 @@ from mmgen.recipes.classifiers import (
     run_classifier,
 )
 from mmgen.recipes.clip import CLIP_RECIPES, ClipRecipe
+from mmgen.recipes.t2i import T2I_RECIPES, T2IRecipe, VAERecipe
 
-RECIPES = {**CLASSIFIER_RECIPES, **CLIP_RECIPES}
+RECIPES = {**CLASSIFIER_RECIPES, **CLIP_RECIPES, **T2I_RECIPES}
 
 
 def list_recipes() -> list[str]:
@@ -28,5 +29,5 @@ def get_recipe(name: str):
     return RECIPES[name]
 
 
-__all__ = ["RECIPES", "ClassifierRecipe", "ClipRecipe", "get_recipe", "list_recipes",
-           "missed_targets", "run_classifier"]
+__all__ = ["RECIPES", "ClassifierRecipe", "ClipRecipe", "T2IRecipe", "VAERecipe",
+           "get_recipe", "list_recipes", "missed_targets", "run_classifier"]

@@ -1,7 +1,9 @@
 """The ``shapes-clip`` recipe: a tiny CLIP trained contrastively on Shapes captions.
 
-Training captions: the Shapes "varied" captions by default; ``caption_mode="factored"``
-names random subsets of the attributes instead (:func:`factored_caption`).
+Training captions (``caption_mode``): the Shapes "varied" or "canonical" captions,
+"factored" ones naming random subsets of the attributes (:func:`factored_caption`), or
+"mixed" (half varied, half factored; the ``shapes-clip`` recipe). A caption is a positive for
+every image of the batch that has the attributes it states (:func:`shapes_collate`).
 
 Evaluation (on the exported fp16 weights):
   * zero-shot classification of each attribute on ``test`` and ``test_compositional``, with
@@ -13,6 +15,7 @@ Evaluation (on the exported fp16 weights):
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmgen.clip.train import ContrastiveObjective, caption_collate
+from mmgen.clip.train import ContrastiveObjective, caption_collate, same_caption
 from mmgen.clip.zero_shot import class_embeddings, encode_images, retrieve
 from mmgen.data import shapes
 from mmgen.recipes.export import export_results
@@ -46,47 +49,80 @@ class ClipRecipe:
 
 
 def factored_caption(attrs: shapes.ShapeAttrs, rng: np.random.Generator,
-                     canonical_prob: float = 0.3, keep_prob: float = 0.5) -> str:
+                     canonical_prob: float = 0.4, keep_prob: float = 0.5
+                     ) -> tuple[str, tuple[bool, ...]]:
     """A caption naming a random subset of the attributes ("a green shape", "a triangle in
-    the top left", ...), or the canonical one with probability ``canonical_prob``.
+    the top left", ...), or the canonical one with probability ``canonical_prob``; also which
+    attributes it names (``ATTRIBUTES`` order).
 
     Naming attributes on their own teaches the text tower one concept per attribute, which is
     what lets CLIP generalise to colour-shape pairs it never saw and classify each attribute
-    zero-shot from its name alone."""
+    zero-shot from its name alone. Such a caption matches every image of the batch that has
+    the named attributes: :func:`shapes_collate` marks them all as positives."""
     if rng.random() < canonical_prob:
-        return shapes.caption(attrs)
-    keep = rng.random(5) < keep_prob  # size, color, shape, position, background
-    if not keep.any():
-        keep[rng.integers(5)] = True
-    words = [attrs.size if keep[0] else "", attrs.color if keep[1] else "",
-             attrs.shape if keep[2] else "shape"]
+        return shapes.caption(attrs), (True,) * 5
+    keep = dict(zip(shapes.ATTRIBUTES, rng.random(5) < keep_prob, strict=True))
+    if not any(keep.values()):
+        keep[shapes.ATTRIBUTES[rng.integers(5)]] = True
+    words = [attrs.size if keep["size"] else "", attrs.color if keep["color"] else "",
+             attrs.shape if keep["shape"] else "shape"]
     text = "a " + " ".join(w for w in words if w)
-    if keep[3]:
+    if keep["position"]:
         text += f" in the {attrs.position}"
-    if keep[4]:
+    if keep["background"]:
         text += f" on a {attrs.background} background"
-    return text
+    return text, tuple(bool(keep[a]) for a in shapes.ATTRIBUTES)
+
+
+def named_attributes(text: str, attrs: shapes.ShapeAttrs) -> tuple[bool, ...]:
+    """Which attributes a Shapes caption (canonical, varied or factored) states."""
+    words = f" {text} "
+    said = {"color": f" {attrs.color} " in words, "shape": f" {attrs.shape} " in words,
+            "size": f" {attrs.size} " in words, "position": f" in the {attrs.position}" in words,
+            "background": f" {attrs.background} background" in words}
+    return tuple(said[a] for a in shapes.ATTRIBUTES)
+
+
+CAPTION_MODES = ("varied", "canonical", "factored", "mixed")
 
 
 class _ShapesPairs(torch.utils.data.Dataset):
-    """Shapes items as {"image": model-ready tensor, "caption": str}."""
+    """Shapes items as {"image": model-ready tensor, "caption": str, "labels": (5,) long,
+    "named": (5,) bool} (``named``: the attributes the caption states). ``mode="mixed"``
+    draws a varied caption or a factored one with equal probability."""
 
     def __init__(self, split: str, length: int, mode: str, model: torch.nn.Module,
                  seed: int = 0):
-        factored = mode == "factored"
+        if mode not in CAPTION_MODES:
+            raise ValueError(f"unknown caption mode {mode!r}; expected one of {CAPTION_MODES}")
         self.data = shapes.ShapesDataset(split, length=length,
-                                         caption_mode="canonical" if factored else mode)
-        self.factored, self.seed, self.model = factored, seed, model
+                                         caption_mode="canonical" if mode == "factored" else
+                                         "varied" if mode == "mixed" else mode)
+        self.mode, self.seed, self.model = mode, seed, model
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        item = self.data[i]
+        item, attrs = self.data[i], self.data.attrs(i)
         text = item["caption"]
-        if self.factored:  # a pure function of (seed, i), like the images
-            text = factored_caption(self.data.attrs(i), np.random.default_rng([self.seed, 77, i]))
-        return {"image": to_model_input(self.model, item["image"]), "caption": text}
+        rng = np.random.default_rng([self.seed, 77, i])  # a pure function of (seed, i)
+        if self.mode == "factored" or (self.mode == "mixed" and rng.random() < 0.5):
+            text, _ = factored_caption(attrs, rng)
+        return {"image": to_model_input(self.model, item["image"]), "caption": text,
+                "labels": torch.tensor(attrs.labels),
+                "named": torch.tensor(named_attributes(text, attrs))}
+
+
+def shapes_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`caption_collate` plus ``positives[i, j]``: image i has every attribute that
+    caption j names (so "a red shape" matches all red images of the batch)."""
+    batch = caption_collate(items)
+    labels = torch.stack([it["labels"] for it in items])  # (N, 5)
+    named = torch.stack([it["named"] for it in items])  # (N, 5)
+    agree = labels[:, None, :] == labels[None, :, :]  # (N_img, N_txt, 5)
+    batch["positives"] = (agree | ~named[None, :, :]).all(-1) | same_caption(batch["caption"])
+    return batch
 
 
 class _FolderPairs(torch.utils.data.Dataset):
@@ -122,9 +158,10 @@ def run_clip(recipe: ClipRecipe, out_dir: Path, name: str, resume: bool) -> dict
     tok = model.tokenize  # CLIP's BPE at the model's context length
     if recipe.data == "shapes":
         data = _ShapesPairs("train", cfg.steps * cfg.batch_size, recipe.caption_mode, model)
+        collate = shapes_collate
     else:
-        data = _FolderPairs(recipe.data, model)
-    trainer = Trainer(model, ContrastiveObjective(tok), data, cfg, collate_fn=caption_collate)
+        data, collate = _FolderPairs(recipe.data, model), caption_collate
+    trainer = Trainer(model, ContrastiveObjective(tok), data, cfg, collate_fn=collate)
     start = time.perf_counter()
     trainer.fit(resume="latest" if resume else None)
     final = trainer.ema_model() if trainer.ema is not None else model
@@ -139,21 +176,34 @@ def run_clip(recipe: ClipRecipe, out_dir: Path, name: str, resume: bool) -> dict
     return results
 
 
-ATTRIBUTE_TEMPLATES = {  # zero-shot prompts: the class name alone, in a caption's words
-    "color": "a {} shape",
-    "shape": "a {}",
-    "size": "a {} shape",
-    "position": "a shape in the {}",
-    "background": "a shape on a {} background",
+def _over(pattern: str, **values: tuple[str, ...]) -> list[str]:
+    """``pattern`` with every combination of ``values`` filled in, ``{}`` left for the class."""
+    names = list(values)
+    return [pattern.format("{}", **dict(zip(names, combo, strict=True)))
+            for combo in itertools.product(*(values[n] for n in names))]
+
+
+# Zero-shot prompts, built from the attribute names only: each class embedding is the mean
+# over prompts that name the class together with every value of the object's colour and
+# shape (prompt ensembling, Radford et al. 2021 sec. 3.1.4). A caption-trained CLIP knows
+# "a red circle in the top left" far better than "a shape in the top left", a phrase its
+# training captions never contain.
+ATTRIBUTE_TEMPLATES = {
+    "color": _over("a {} {shape}", shape=shapes.SHAPES),
+    "shape": _over("a {color} {}", color=shapes.COLORS),
+    "size": _over("a {} {color} {shape}", color=shapes.COLORS, shape=shapes.SHAPES),
+    "position": _over("a {color} {shape} in the {}", color=shapes.COLORS, shape=shapes.SHAPES),
+    "background": _over("a {color} {shape} on a {} background", color=shapes.COLORS,
+                        shape=shapes.SHAPES),
 }
 
 
 def attribute_templates(attribute: str) -> list[str]:
-    """Prompt template(s) for zero-shot classification of one Shapes attribute."""
+    """Prompt templates for zero-shot classification of one Shapes attribute."""
     if attribute not in ATTRIBUTE_TEMPLATES:
         raise ValueError(f"unknown Shapes attribute {attribute!r}; expected one of "
                          f"{shapes.ATTRIBUTES}")
-    return [ATTRIBUTE_TEMPLATES[attribute]]
+    return list(ATTRIBUTE_TEMPLATES[attribute])
 
 
 @torch.no_grad()
@@ -194,10 +244,11 @@ _TARGETS = {"test/zero_shot_color": 0.98, "test/zero_shot_shape": 0.98,
 CLIP_RECIPES = {
     "shapes-clip": ClipRecipe(
         model="clip/tiny",
-        model_args={},
+        model_args={"vision": {"stem": "conv"}},
         train=TrainConfig(steps=2500, batch_size=128, lr=1e-3, lr_schedule="cosine",
                           warmup_steps=200, weight_decay=0.1, ema_decay=0.998,
                           mixed_precision="bf16", ckpt_every=250, log_every=50, seed=0),
+        caption_mode="varied",
         targets=_TARGETS,
         description="tiny CLIP (ViT 64px / 4-layer text) trained contrastively on Shapes",
     ),

@@ -1,0 +1,21 @@
+"""Variational autoencoders: the KL-regularised autoencoder of latent diffusion (Stable
+Diffusion's VAE) and its training objective.
+
+    vae = mmgen.create_model("vae/f4")              # or "vae/sd", "vae/tiny"
+    z = vae.encode(images).sample()                 # (B, 4, H / 4, W / 4)
+    loss = VAEObjective()(vae, images)["loss"]
+
+Registered: ``vae/sd`` (SD 1.x/2.x), ``vae/f4`` (small, 4x) and ``vae/tiny`` (tests).
+diffusers ``AutoencoderKL`` weights load with ``mmgen.interop.from_diffusers``.
+"""
+
+from mmgen.vae.autoencoder_kl import (
+    PRESETS,
+    AutoencoderKL,
+    AutoencoderKLConfig,
+    LatentDistribution,
+)
+from mmgen.vae.objective import VAEObjective
+
+__all__ = ["PRESETS", "AutoencoderKL", "AutoencoderKLConfig", "LatentDistribution",
+           "VAEObjective"]
