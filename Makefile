@@ -30,6 +30,7 @@ test-fast: setup
 
 bench: setup
 	$(PY) benchmarks/attention.py
+	$(PY) benchmarks/unet_step.py --markdown
 
 lint: setup
 	$(VENV)/bin/ruff check mmgen tests benchmarks examples scripts

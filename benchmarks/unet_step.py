@@ -9,12 +9,14 @@ no copy), so both compute with identical weights. Each configuration runs once t
 then ``--repeats`` timed steps under ``torch.no_grad``; the median is reported, with the
 ratio to diffusers fp32 (< 1 means mmgen is faster) and the largest output difference to
 diffusers. mmgen runs channels_last where the CPU prefers it (AVX-512), as its pipelines do;
-"auto" is bf16 autocast where the CPU computes bf16 natively (else fp32).
+"auto" is bf16 autocast where the CPU computes bf16 natively (else fp32). The last row uses
+PyTorch's native convolutions, as pipelines do by default on the CPU (batch_invariant=True).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -42,12 +44,18 @@ def main(argv=None) -> int:
     import torch
     from diffusers import UNet2DConditionModel
 
-    from mmgen.device import autocast, prefers_channels_last, resolve_dtype
+    from mmgen.device import (
+        autocast,
+        native_cpu_convolutions,
+        prefers_channels_last,
+        resolve_dtype,
+    )
     from mmgen.interop.diffusers import from_diffusers_state_dict
 
     torch.manual_seed(0)
-    ref = UNet2DConditionModel().eval()  # SD 1.x defaults, cross-attention 768
-    ours = from_diffusers_state_dict(ref.state_dict(), dict(ref.config)).eval()
+    ref = UNet2DConditionModel(cross_attention_dim=768).eval()  # SD 1.x (the defaults + 768)
+    config = {**ref.config, "_class_name": type(ref).__name__}
+    ours = from_diffusers_state_dict(ref.state_dict(), config).eval()
     x = torch.randn(args.batch, 4, args.latent, args.latent)
     t = torch.tensor([500] * args.batch)
     context = torch.randn(args.batch, 77, 768)
@@ -60,9 +68,12 @@ def main(argv=None) -> int:
         if channels_last:
             ours.to(memory_format=torch.channels_last)
         xin = x.to(memory_format=torch.channels_last) if channels_last else x
-        for name, dtype in (("mmgen fp32", torch.float32), (f"mmgen auto ({auto})", auto)):
-            def step(dtype=dtype):
-                with autocast(torch.device("cpu"), dtype):
+        configs = (("mmgen fp32", torch.float32, False), (f"mmgen auto ({auto})", auto, False),
+                   ("mmgen fp32, batch-invariant convolutions", torch.float32, True))
+        for name, dtype, invariant in configs:
+            def step(dtype=dtype, invariant=invariant):
+                kernels = native_cpu_convolutions() if invariant else contextlib.nullcontext()
+                with kernels, autocast(torch.device("cpu"), dtype):
                     return ours(xin, t, context).float()
             seconds, out = timed(step, args.repeats)
             rows.append({"config": name, "seconds": seconds, "ratio": seconds / ref_time,

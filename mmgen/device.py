@@ -90,6 +90,19 @@ def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def native_cpu_convolutions() -> Iterator[None]:
+    """Compute CPU convolutions with PyTorch's native kernels instead of oneDNN's (restored
+    afterwards). oneDNN chooses its algorithm by batch size, so an image's last bits depend
+    on the batch it is in; the native kernels treat every image of a batch alike."""
+    previous = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = previous
+
+
 def prefers_channels_last(device: str | torch.device) -> bool:
     """Whether conv nets should use channels_last memory format on ``device``."""
     dev = resolve_device(device)

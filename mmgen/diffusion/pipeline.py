@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import json
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,13 @@ from tqdm.auto import tqdm
 
 from mmgen.checkpoint import atomic_path
 from mmgen.clip.tokenizer import CLIPTokenizer
-from mmgen.device import autocast, prefers_channels_last, resolve_device, resolve_dtype
+from mmgen.device import (
+    autocast,
+    native_cpu_convolutions,
+    prefers_channels_last,
+    resolve_device,
+    resolve_dtype,
+)
 from mmgen.diffusion.guidance import GuidedDenoiser
 from mmgen.diffusion.metadata import GenerationParams, attach
 from mmgen.diffusion.samplers import SAMPLERS, Sampler, create_sampler
@@ -91,9 +97,9 @@ class TextToImagePipeline:
         batch_invariant: on the CPU, compute convolutions with PyTorch's native kernels,
             which treat every image of a batch alike, instead of oneDNN's, whose algorithm
             (and so the last bits of the result) depends on the batch size. This is what makes
-            a seed give the same pixels whatever the batch size; it costs ~25% on small
-            models and ~2.5x on Stable Diffusion-size convolutions. False: fastest kernels,
-            images may then differ by a grey level between batch sizes.
+            a seed give the same pixels whatever the batch size, at some speed (measured by
+            benchmarks/unet_step.py). False: fastest kernels; images may then differ by a
+            grey level between batch sizes.
     """
 
     def __init__(self, unet: torch.nn.Module, vae: torch.nn.Module,
@@ -290,7 +296,7 @@ class TextToImagePipeline:
     def _kernels(self) -> contextlib.AbstractContextManager:
         """Batch-invariant convolution kernels on the CPU (see ``batch_invariant``)."""
         if self.batch_invariant and self.device.type == "cpu":
-            return _without_onednn()
+            return native_cpu_convolutions()
         return contextlib.nullcontext()
 
     def _unet_call(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor
@@ -407,17 +413,6 @@ class TextToImagePipeline:
         """The same networks with some config fields replaced (e.g. ``name``)."""
         self.config = replace(self.config, **changes)
         return self
-
-
-@contextlib.contextmanager
-def _without_onednn() -> Iterator[None]:
-    """PyTorch's native CPU convolutions instead of oneDNN's, restored afterwards."""
-    previous = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = previous
 
 
 def _config_dict(config: PipelineConfig) -> dict[str, Any]:
