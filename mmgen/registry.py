@@ -289,19 +289,16 @@ def load(name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
     and ``dtype`` keyword arguments.
     """
     path = Path(name_or_path)
-    if path.is_file():
+    directory = None if path.is_file() else model_dir(name_or_path)
+    if directory is None or not (directory / CONFIG_NAME).is_file():
         from mmgen.diffusion.pipeline import TextToImagePipeline
 
-        return TextToImagePipeline.from_single_file(path, **kwargs)
-    directory = model_dir(name_or_path)
-    if (directory / PIPELINE_CONFIG).is_file():
-        from mmgen.diffusion.pipeline import TextToImagePipeline
-
-        return TextToImagePipeline.from_pretrained(directory, **kwargs)
-    if (directory / "model_index.json").is_file():
-        from mmgen.diffusion.pipeline import TextToImagePipeline
-
-        return TextToImagePipeline.from_diffusers_folder(directory, **kwargs)
+        if directory is None:
+            return TextToImagePipeline.from_single_file(path, **kwargs)
+        if (directory / PIPELINE_CONFIG).is_file():
+            return TextToImagePipeline.from_pretrained(directory, **kwargs)
+        if (directory / "model_index.json").is_file():
+            return TextToImagePipeline.from_diffusers_folder(directory, **kwargs)
     if kwargs:
         raise TypeError(f"unexpected argument(s) {sorted(kwargs)} for a single model")
     return PretrainedModel.from_pretrained(directory)

@@ -24,7 +24,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -359,7 +359,7 @@ class TextToImagePipeline:
             tmp.mkdir()
             for name in COMPONENTS:
                 getattr(self, name).save_pretrained(tmp / name, dtype=dtype)
-            meta = {"class": "TextToImagePipeline", "config": _config_dict(self.config),
+            meta = {"class": "TextToImagePipeline", "config": asdict(self.config),
                     "components": list(COMPONENTS)}
             (tmp / PIPELINE_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
         return directory
@@ -409,14 +409,6 @@ class TextToImagePipeline:
             set_alpha_to_one=bool(c.scheduler_config.get("set_alpha_to_one", True)))
         return cls(c.unet, c.vae, c.text_encoder, config, device=device, dtype=dtype)
 
-    def with_config(self, **changes: Any) -> TextToImagePipeline:
-        """The same networks with some config fields replaced (e.g. ``name``)."""
-        self.config = replace(self.config, **changes)
-        return self
-
-
-def _config_dict(config: PipelineConfig) -> dict[str, Any]:
-    return asdict(config)
 
 
 def to_pixels(image: Image.Image | torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -116,7 +116,8 @@ class Sampler:
 
     def _step(self, model_output: torch.Tensor, i: int, x: torch.Tensor,
               generator: Generator) -> torch.Tensor:
-        raise NotImplementedError
+        """The update from ``x`` at step ``i``; every sampler class defines it."""
+        raise NotImplementedError(f"{type(self).__name__} must define _step")
 
     def _clip(self, x0: torch.Tensor) -> torch.Tensor:
         c = self.schedule.clip_sample

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmgen.clip.train import ContrastiveObjective, caption_collate, same_caption
+from mmgen.clip.train import ContrastiveObjective, caption_collate
 from mmgen.clip.zero_shot import class_embeddings, encode_images, retrieve
 from mmgen.data import shapes
 from mmgen.recipes.export import export_results
@@ -49,18 +49,16 @@ class ClipRecipe:
 
 
 def factored_caption(attrs: shapes.ShapeAttrs, rng: np.random.Generator,
-                     canonical_prob: float = 0.4, keep_prob: float = 0.5
-                     ) -> tuple[str, tuple[bool, ...]]:
+                     canonical_prob: float = 0.4, keep_prob: float = 0.5) -> str:
     """A caption naming a random subset of the attributes ("a green shape", "a triangle in
-    the top left", ...), or the canonical one with probability ``canonical_prob``; also which
-    attributes it names (``ATTRIBUTES`` order).
+    the top left", ...), or the canonical one with probability ``canonical_prob``.
 
     Naming attributes on their own teaches the text tower one concept per attribute, which is
     what lets CLIP generalise to colour-shape pairs it never saw and classify each attribute
     zero-shot from its name alone. Such a caption matches every image of the batch that has
     the named attributes: :func:`shapes_collate` marks them all as positives."""
     if rng.random() < canonical_prob:
-        return shapes.caption(attrs), (True,) * 5
+        return shapes.caption(attrs)
     keep = dict(zip(shapes.ATTRIBUTES, rng.random(5) < keep_prob, strict=True))
     if not any(keep.values()):
         keep[shapes.ATTRIBUTES[rng.integers(5)]] = True
@@ -71,7 +69,7 @@ def factored_caption(attrs: shapes.ShapeAttrs, rng: np.random.Generator,
         text += f" in the {attrs.position}"
     if keep["background"]:
         text += f" on a {attrs.background} background"
-    return text, tuple(bool(keep[a]) for a in shapes.ATTRIBUTES)
+    return text
 
 
 def named_attributes(text: str, attrs: shapes.ShapeAttrs) -> tuple[bool, ...]:
@@ -108,7 +106,7 @@ class _ShapesPairs(torch.utils.data.Dataset):
         text = item["caption"]
         rng = np.random.default_rng([self.seed, 77, i])  # a pure function of (seed, i)
         if self.mode == "factored" or (self.mode == "mixed" and rng.random() < 0.5):
-            text, _ = factored_caption(attrs, rng)
+            text = factored_caption(attrs, rng)
         return {"image": to_model_input(self.model, item["image"]), "caption": text,
                 "labels": torch.tensor(attrs.labels),
                 "named": torch.tensor(named_attributes(text, attrs))}
@@ -121,7 +119,7 @@ def shapes_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     labels = torch.stack([it["labels"] for it in items])  # (N, 5)
     named = torch.stack([it["named"] for it in items])  # (N, 5)
     agree = labels[:, None, :] == labels[None, :, :]  # (N_img, N_txt, 5)
-    batch["positives"] = (agree | ~named[None, :, :]).all(-1) | same_caption(batch["caption"])
+    batch["positives"] = (agree | ~named[None, :, :]).all(-1)  # identical captions included
     return batch
 
 

@@ -75,10 +75,8 @@ def run_vae(recipe: VAERecipe, out_dir: Path, name: str, resume: bool) -> dict[s
     start = time.perf_counter()
     trainer.fit(resume="latest" if resume else None)
     final = (trainer.ema_model() if trainer.ema is not None else model).eval()
-    with torch.no_grad():
-        images = shapes.ShapesDataset("train", length=recipe.eval_items).as_tensors()["image"]
-        latents = torch.cat([final.encode(images[i:i + 250]).mean
-                             for i in range(0, len(images), 250)])  # (n, C, h, w)
+    images = shapes.ShapesDataset("train", length=recipe.eval_items).as_tensors()["image"]
+    latents = _batched(lambda x: final.encode(x).mean, images)  # (n, C, h, w)
     final.config = replace(final.config, scaling_factor=round(1.0 / latents.std().item(), 5),
                            shift_factor=0.0)
     final.info = {"recipe": name, "train_seconds": round(trainer.elapsed, 1),
@@ -91,6 +89,12 @@ def run_vae(recipe: VAERecipe, out_dir: Path, name: str, resume: bool) -> dict[s
 
 
 @torch.no_grad()
+def _batched(fn, x: torch.Tensor, size: int = 250) -> torch.Tensor:
+    """``fn`` over ``x`` in chunks of ``size`` (bounded memory), concatenated, in fp32."""
+    return torch.cat([fn(x[i:i + size]).float() for i in range(0, len(x), size)])
+
+
+@torch.no_grad()
 def evaluate_vae(vae: torch.nn.Module, n: int = 1000) -> dict[str, float]:
     """PSNR of reconstructions (through the posterior mean) and their Shapes adherence."""
     from mmgen.metrics import psnr
@@ -100,8 +104,7 @@ def evaluate_vae(vae: torch.nn.Module, n: int = 1000) -> dict[str, float]:
     for split in ("test", "test_compositional"):
         batch = shapes.ShapesDataset(split, length=n, seed=1).as_tensors()
         x = batch["image"]  # (n, 3, 64, 64) in [-1, 1]
-        recon = torch.cat([vae.decode(vae.encode(x[i:i + 250]).mode()).float().clamp(-1, 1)
-                           for i in range(0, n, 250)])
+        recon = _batched(lambda b: vae.decode(vae.encode(b).mode()).clamp(-1, 1), x)
         real, fake = (x + 1) / 2, (recon + 1) / 2
         results[f"{split}/psnr"] = round(psnr(fake, real, data_range=1.0).value, 3)
         adherence = shapes_adherence(fake, batch["caption"], progress=False)
@@ -189,9 +192,7 @@ def _latent_table(vae: torch.nn.Module) -> dict[tuple[int, ...], torch.Tensor]:
     """Scaled latents (posterior means) of every training combination, keyed by labels."""
     combos = shapes.all_combinations("train")
     images = torch.stack([shapes.to_tensor(shapes.render_array(a)) for a in combos])
-    with torch.no_grad():
-        latents = torch.cat([vae.encode(images[i:i + 250]).mean.float()
-                             for i in range(0, len(images), 250)])
+    latents = _batched(lambda x: vae.encode(x).mean, images)  # (n, C, h, w)
     latents = (latents - vae.config.shift_factor) * vae.config.scaling_factor
     return {a.labels: z for a, z in zip(combos, latents, strict=True)}
 
