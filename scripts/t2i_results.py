@@ -8,6 +8,10 @@ seconds per image on this machine.
 
     python scripts/t2i_results.py                    # the bundled shapes-t2i, n=500
     python scripts/t2i_results.py --model runs/shapes-t2i/model --n 100 --quick
+
+Every measured row is appended to ``--cache`` (JSON lines keyed by the model's hash, ``n``
+and the setting) as soon as it is done, so an interrupted run (DDPM 1000 steps takes hours
+on a CPU) picks up where it stopped when run again.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--quick", action="store_true", help="skip DDPM 1000 steps")
     parser.add_argument("--out", default=str(ROOT / "docs"))
+    parser.add_argument("--cache", default=str(ROOT / "runs" / "t2i_results.jsonl"),
+                        help="rows measured so far (reused when the model and n match)")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
@@ -61,24 +67,36 @@ def main(argv=None) -> int:
     for split in SPLITS:
         batch = shapes.ShapesDataset(split, length=args.n, seed=1).as_tensors()
         data[split] = (list(batch["caption"]), (batch["image"] + 1) / 2)
-    rows, sweep = [], []
+    cache = Path(args.cache)
+    done = {}
+    if cache.is_file():
+        for line in cache.read_text().splitlines():
+            row = json.loads(line)
+            done[(row.pop("model_hash"), row.pop("n"), row["sampler"], row["steps"],
+                  row["guidance"], row["split"])] = row
+
+    def row(sampler, steps, guidance, split):
+        key = (pipe.model_hash, args.n, sampler, steps, guidance, split)
+        if key not in done:
+            prompts, real = data[split]
+            _, r = measure(pipe, prompts, real, sampler, steps, guidance, args.batch_size)
+            done[key] = {"sampler": sampler, "steps": steps, "guidance": guidance,
+                         "split": split, **r}
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with cache.open("a") as f:  # one complete line per measured row
+                f.write(json.dumps({"model_hash": key[0], "n": key[1], **done[key]}) + "\n")
+        print(json.dumps(done[key]), file=sys.stderr)
+        return done[key]
+
     settings = [s for s in SETTINGS if not (args.quick and s[0] == "ddpm")]
+    rows = [row(sampler, steps, default_g, split) for sampler, steps in settings
+            for split in SPLITS]
+    sweep = [row("ddim", 25, g, split) for g in GUIDANCE_SWEEP for split in SPLITS]
     grid_images: list = []
-    for sampler, steps in settings:
-        for split in SPLITS:
-            prompts, real = data[split]
-            images, r = measure(pipe, prompts, real, sampler, steps, default_g, args.batch_size)
-            rows.append({"sampler": sampler, "steps": steps, "guidance": default_g,
-                         "split": split, **r})
-            print(json.dumps(rows[-1]), file=sys.stderr)
-            if (sampler, steps) == ("ddim", 25):
-                grid_images += list(zip(images[:8], prompts[:8], strict=True))
-    for g in GUIDANCE_SWEEP:
-        for split in SPLITS:
-            prompts, real = data[split]
-            _, r = measure(pipe, prompts, real, "ddim", 25, g, args.batch_size)
-            sweep.append({"guidance": g, "split": split, **r})
-            print(json.dumps(sweep[-1]), file=sys.stderr)
+    for split in SPLITS:  # the picture grid: the first 8 prompts of each split, DDIM 25
+        prompts = data[split][0][:8]
+        images = pipe(prompts, sampler="ddim", steps=25, seed=0, progress=False)
+        grid_images += list(zip(images, prompts, strict=True))
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -154,3 +154,75 @@ def test_train_clip_on_a_captioned_folder(tmp_path, capsys):
     assert model.config.vision.image_size == 64
     assert cli.main(["train", "clip", "--data", str(tmp_path / "missing")]) == 2
     assert "folder of captioned images" in capsys.readouterr().err
+
+
+def test_recoloured_items_have_colour_free_captions_and_positives():
+    import numpy as np
+
+    from mmgen.data import shapes
+    from mmgen.recipes.clip import _ShapesPairs, off_palette_colors, shapes_collate, without_color
+
+    a = shapes.ShapeAttrs("orange", "circle", "large", "center", "white")
+    assert without_color("an image of an orange circle in the center", a) == \
+        "an image of a circle in the center"
+    a = shapes.ShapeAttrs("red", "triangle", "small", "center", "white")
+    assert without_color("a small red triangle on a white background", a) == \
+        "a small triangle on a white background"
+    named = np.array([*shapes.COLOR_RGB.values(), *shapes.BACKGROUND_RGB.values()], float)
+    green = np.array(shapes.COLOR_RGB["green"], float)
+    colors = off_palette_colors(500, np.random.default_rng(0), "triangle").astype(float)
+    assert (np.linalg.norm(colors[:, None] - named[None], axis=2).min(1) >= 100).all()
+    assert (np.linalg.norm(colors - green, axis=1) >= 200).all()  # green triangle held out
+
+    model = mmgen.create_model("clip/tiny", vision={"layers": 1}, text={"layers": 1})
+    data = _ShapesPairs("train", 64, "varied", model, recolor_prob=0.5)
+    items = [data[i] for i in range(64)]
+    other = torch.tensor([it["labels"][0] == -1 for it in items])
+    assert 16 < int(other.sum()) < 48  # about half
+    for i, it in enumerate(items):
+        attrs = data.data.attrs(i)
+        pixels = (to_pixels(it["image"], model) * 255).round().flatten(1).t()  # (H*W, 3)
+        has_named = (pixels == torch.tensor(shapes.COLOR_RGB[attrs.color])).all(1).any()
+        assert bool(has_named) != bool(other[i])  # recoloured objects lose their colour
+        if other[i]:
+            assert attrs.color not in it["caption"].split() and it["named"][0]
+    positives = shapes_collate(items)["positives"]
+    # recoloured images and their colour-free captions form a world of their own
+    assert not (positives & (other[:, None] != other[None, :])).any()
+    assert positives.diagonal().all()
+
+
+def to_pixels(image, model):
+    """Undo the CLIP model's input normalisation: (3, H, W) in [0, 1]."""
+    cfg = model.config.vision
+    return image * torch.tensor(cfg.image_std)[:, None, None] + \
+        torch.tensor(cfg.image_mean)[:, None, None]
+
+
+def test_second_stage_recipe_starts_from_the_first_and_freezes_the_text_tower(tmp_path):
+    from dataclasses import replace
+
+    from mmgen.checkpoint import load_state_dict
+    from mmgen.recipes import clip as recipes
+
+    small = {"vision": {"layers": 1, "stem": "conv"}, "text": {"layers": 1}}
+    train = replace(recipes.CLIP_RECIPES["shapes-clip"].train, steps=2, batch_size=8,
+                    ckpt_every=0, log_every=1, warmup_steps=0)
+    base = replace(recipes.CLIP_RECIPES["shapes-clip"], model_args=small, train=train,
+                   eval_items=8)
+    stage2 = replace(recipes.CLIP_RECIPES["shapes-clip-recolor"], model_args=small,
+                     train=replace(train, seed=1), eval_items=8)
+    assert stage2.init == "shapes-clip" and stage2.freeze_text
+    original = dict(recipes.CLIP_RECIPES)
+    recipes.CLIP_RECIPES["shapes-clip"] = base
+    try:
+        stage2.run(tmp_path, "shapes-clip-recolor")
+    finally:
+        recipes.CLIP_RECIPES.clear()
+        recipes.CLIP_RECIPES.update(original)
+    first = load_state_dict(tmp_path / "shapes-clip" / "run" / "ema.safetensors")
+    second = load_state_dict(tmp_path / "run" / "ema.safetensors")
+    text_keys = [k for k in first if not k.startswith("visual.") and k != "logit_scale"]
+    assert text_keys and all(torch.equal(first[k], second[k]) for k in text_keys)
+    assert any(not torch.equal(first[k], second[k]) for k in first if k.startswith("visual."))
+    assert (tmp_path / "model" / "model.safetensors").is_file()

@@ -1,5 +1,6 @@
 """The shapes-vae / shapes-t2i recipes end to end at toy size, and their pieces."""
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -121,3 +122,33 @@ def test_bundled_shapes_vae_reconstructs_shapes():
         assert results[f"{split}/psnr"] >= 30.0
     recorded = vae.info["results"]
     assert recorded["test/adherence_all5"] >= 0.99 and recorded["test/psnr"] >= 30.0
+
+
+def test_results_script_writes_tables_and_resumes_from_its_cache(toy_runs, tmp_path,
+                                                                  monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "t2i_results.py"
+    spec = importlib.util.spec_from_file_location("t2i_results", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    root = toy_runs[0]
+    args = ["--model", str(root / "t2i" / "model"), "--n", "2", "--quick", "--batch-size", "4",
+            "--out", str(tmp_path / "docs"), "--cache", str(tmp_path / "cache.jsonl")]
+    monkeypatch.setattr(script, "SETTINGS", [("ddim", 2), ("euler", 2)])
+    monkeypatch.setattr(script, "GUIDANCE_SWEEP", [1.0, 3.0])
+    assert script.main(args) == 0
+    text = (tmp_path / "docs" / "results.md").read_text()
+    assert "| ddim 2 | test_compositional |" in text and "## Guidance sweep" in text
+    record = json.loads((tmp_path / "docs" / "results.json").read_text())
+    assert len(record["samplers"]) == 4 and len(record["guidance_sweep"]) == 4
+    rows = (tmp_path / "cache.jsonl").read_text().splitlines()
+    assert len(rows) == 8  # the sweep runs DDIM 25, none of the sampler settings here
+
+    def fail(*a, **k):
+        raise AssertionError("a cached row was measured again")
+
+    monkeypatch.setattr(script, "measure", fail)
+    assert script.main(args) == 0  # everything comes from the cache
+    assert json.loads((tmp_path / "docs" / "results.json").read_text()) == record
