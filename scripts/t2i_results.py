@@ -40,7 +40,7 @@ def measure(pipe, prompts, real, sampler, steps, guidance, batch_size):
     seconds = (time.perf_counter() - start) / len(prompts)
     adherence = shapes_adherence(images, prompts, progress=False)
     fid = shapes_fid(real, images, progress=False)
-    return images, {"adherence": round(adherence.all.value, 4),
+    return {"adherence": round(adherence.all.value, 4),
                     **{k: round(v, 4) for k, v in adherence.per_attribute.items()},
                     "shapes_fid": round(fid.value, 3), "seconds_per_image": round(seconds, 4)}
 
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
         key = (pipe.model_hash, args.n, sampler, steps, guidance, split)
         if key not in done:
             prompts, real = data[split]
-            _, r = measure(pipe, prompts, real, sampler, steps, guidance, args.batch_size)
+            r = measure(pipe, prompts, real, sampler, steps, guidance, args.batch_size)
             done[key] = {"sampler": sampler, "steps": steps, "guidance": guidance,
                          "split": split, **r}
             cache.parent.mkdir(parents=True, exist_ok=True)

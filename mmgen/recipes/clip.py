@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmgen.checkpoint import load_state_dict
 from mmgen.clip.train import ContrastiveObjective, caption_collate
 from mmgen.clip.zero_shot import class_embeddings, encode_images, retrieve
 from mmgen.data import shapes
@@ -240,8 +241,6 @@ def run_clip(recipe: ClipRecipe, out_dir: Path, name: str, resume: bool) -> dict
 def _final_weights(name: str, out_dir: Path, resume: bool) -> dict[str, torch.Tensor]:
     """The fp32 final weights (EMA if kept) of recipe ``name`` run in ``out_dir``; the recipe
     is run there first if it has not finished (resuming its checkpoints if ``resume``)."""
-    from mmgen.checkpoint import load_state_dict
-
     run = out_dir / "run"
     if not (out_dir / "results.json").is_file():
         print(f"[{name}] training the initial weights in {out_dir}", flush=True)
