@@ -96,8 +96,9 @@ def _run_recipe(args: argparse.Namespace) -> int:
     for line in missed:
         print(f"target missed: {line}", file=sys.stderr)
     if args.install:
-        if missed:
-            raise CLIError("not installing: the recipe missed its targets (see above)")
+        if missed and not args.allow_missed_targets:
+            raise CLIError("not installing: the recipe missed its targets (see above); "
+                           "--allow-missed-targets installs it anyway")
         dest = BUNDLED_DIR / args.recipe
         shutil.rmtree(dest, ignore_errors=True)
         shutil.copytree(out / "model", dest)
@@ -310,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--install", action="store_true",
                    help="copy the result into the package's bundled weights")
+    p.add_argument("--allow-missed-targets", action="store_true",
+                   help="with --install: install even if targets were missed (the measured "
+                        "results stay in the model's config.json)")
     p.add_argument("--model", default="lenet5",
                    help="architecture: classifier (lenet5, resnet18, ...) or clip (clip/tiny)")
     p.add_argument("--data", default="mnist",

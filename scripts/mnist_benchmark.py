@@ -31,7 +31,7 @@ def recipe(model: str, steps: int) -> ClassifierRecipe:
         model=f"cnn/{model}", data="mnist32", model_args=args,
         train=TrainConfig(steps=steps, batch_size=64, lr=2e-3, lr_schedule="cosine",
                           warmup_steps=steps // 10, weight_decay=0.05,
-                          mixed_precision="bf16", ckpt_every=0, log_every=50, seed=0))
+                          mixed_precision="auto", ckpt_every=0, log_every=50, seed=0))
 
 
 def main() -> None:

@@ -9,9 +9,14 @@ import torch
 import mmgen
 from mmgen.data import shapes
 from mmgen.diffusion import DiffusionObjective, NoiseSchedule
-from mmgen.diffusion.pipeline import TextToImagePipeline
+from mmgen.diffusion.pipeline import PipelineConfig, TextToImagePipeline, text_context
 from mmgen.recipes import get_recipe
-from mmgen.recipes.t2i import TextConditionedObjective, _latent_table, shapes_vocabulary
+from mmgen.recipes.t2i import (
+    TextConditionedObjective,
+    _latent_table,
+    _LatentPairs,
+    shapes_vocabulary,
+)
 from mmgen.vae.objective import VAEObjective
 
 
@@ -48,6 +53,49 @@ def test_text_conditioned_objective_drops_captions():
                              dropout=0.0)(unet, batch)
     full = text.encode_text_states(clip.tokenize(["a red circle"])).last_hidden_state
     torch.testing.assert_close(seen["context"], full.expand(3, -1, -1))
+
+
+def test_last_plus_input_context_gives_each_word_a_context_free_half():
+    torch.manual_seed(0)
+    text = mmgen.create_model("clip/tiny", text={"layers": 2}, vision={"layers": 1}).text_model()
+    tokens = text.tokenize(["a red circle", "a purple circle"])  # "circle" is token 3 in both
+    last = text_context(text, tokens, "last")
+    both = text_context(text, tokens, "last+input")  # (2, L, 2W)
+    w = text.text_config.width
+    assert both.shape == (2, tokens.shape[1], 2 * w)
+    torch.testing.assert_close(both[..., :w], last)
+    inputs = text.token_embedding(tokens) + text.positional_embedding[:tokens.shape[1]]
+    torch.testing.assert_close(both[..., w:], torch.nn.functional.layer_norm(inputs, (w,)))
+    torch.testing.assert_close(both[0, 3, w:], both[1, 3, w:])  # "circle" alone: the same
+    assert not torch.allclose(both[0, 3, :w], both[1, 3, :w])  # its state has read the colour
+    with pytest.raises(ValueError, match="unknown text context"):
+        text_context(text, tokens, "penultimate")
+
+
+def test_pipeline_refuses_a_context_the_unet_was_not_built_for():
+    text = mmgen.create_model("clip/tiny", text={"layers": 1}, vision={"layers": 1}).text_model()
+    unet = mmgen.create_model("unet/tiny", cross_attention_dim=128)
+    vae = mmgen.create_model("vae/tiny")
+    with pytest.raises(ValueError, match="cross-attends to 128 channels but context "
+                                         "'last\\+input' of this text encoder has 256"):
+        TextToImagePipeline(unet, vae, text, PipelineConfig(context="last+input"))
+    with pytest.raises(ValueError, match="unknown PipelineConfig.context"):
+        PipelineConfig(context="pooled")
+
+
+def test_mixed_captions_are_half_factored_and_always_true():
+    table = {a.labels: torch.zeros(1) for a in shapes.all_combinations("train")}
+    data = _LatentPairs("train", 400, "mixed", table)
+    captions = [data[i]["caption"] for i in range(400)]
+    assert captions == [data[i]["caption"] for i in range(400)]  # a pure function of i
+    without_color = [c for c in captions if not any(f" {k} " in f" {c} " for k in shapes.COLORS)]
+    assert 0.05 < len(without_color) / 400 < 0.3  # colour left out by some factored captions
+    for i, c in enumerate(captions):  # every caption is true of its image
+        attrs = data.data.attrs(i)
+        assert (attrs.color in c.split() or c in without_color) and (
+            attrs.shape in c.split() or " shape" in c)
+    with pytest.raises(ValueError, match="unknown caption mode"):
+        _LatentPairs("train", 4, "poetic", table)
 
 
 def test_vocabulary_covers_every_caption_word():
@@ -106,6 +154,10 @@ def test_t2i_recipe_exports_a_small_loadable_pipeline(toy_runs):
     assert image.size == (64, 64)
     assert {"test/adherence_all5", "test_compositional/adherence_all5",
             "test/seconds_per_image"} <= set(results)
+    # the default guidance is the best of the recipe's candidates on the selection prompts
+    candidates = get_recipe("shapes-t2i").guidance_candidates
+    rates = {g: results[f"selection/guidance_{g}/adherence_all5"] for g in candidates}
+    assert pipe.config.guidance == results["guidance"] == max(candidates, key=rates.get)
     assert (root / "t2i" / "results.json").is_file()
 
 

@@ -264,6 +264,23 @@ def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
     assert rows[-1]["loss"] < 0.7 * rows[0]["loss"]
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_mixed_precision_is_bf16_only_where_native(tmp_path, monkeypatch, native):
+    # Emulated bf16 (a CPU without AVX512-BF16/AMX) is far slower than fp32: "auto" avoids it.
+    import mmgen.device
+
+    monkeypatch.setattr(mmgen.device, "cpu_has_bf16", lambda: native)
+    seen = set()
+
+    def objective(model, batch):
+        seen.add(model(batch[0]).dtype)
+        return mse_objective(model, batch)
+
+    cfg = _config(tmp_path, steps=2, batch_size=8, log_every=1, mixed_precision="auto")
+    Trainer(tiny_mlp(dropout=0.0), objective, TinyRegression(n=32), cfg).fit()
+    assert seen == {torch.bfloat16 if native else torch.float32}
+
+
 @pytest.mark.parametrize("bad, message", [
     (dict(steps=0), "steps must be an integer >= 1"),
     (dict(lr=0.0), "lr must be > 0"),

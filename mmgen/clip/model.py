@@ -107,6 +107,9 @@ class TextOutput(NamedTuple):
     last_hidden_state: torch.Tensor  # (N, L, W) every token after ln_final: diffusion context
     pooled: torch.Tensor  # (N, W) the token at the pooled position (end of text)
     embeds: torch.Tensor  # (N, E) pooled @ text_projection (= pooled without projection)
+    # (N, L, W) token + position embeddings, the transformer's input (transformers'
+    # hidden_states[0]): each token on its own, untouched by the words before it
+    input_embeds: torch.Tensor | None = None
 
 
 class VisionOutput(NamedTuple):
@@ -313,12 +316,12 @@ class TextTower(nn.Module):
                              "model.tokenize(texts) or tokenize(texts, context_length="
                              f"{self.text_config.context_length})")
         rows = self.token_map[tokens] if self.text_config.kept_tokens else tokens  # (N, L)
-        x = self.token_embedding(rows) + self.positional_embedding[:length]  # (N, L, W)
-        x = self.transformer(x, self.attn_mask[:length, :length])  # (N, L, W)
+        inputs = self.token_embedding(rows) + self.positional_embedding[:length]  # (N, L, W)
+        x = self.transformer(inputs, self.attn_mask[:length, :length])  # (N, L, W)
         x = self.ln_final(x)  # (N, L, W)
         pooled = x[torch.arange(n, device=x.device), self._pool_index(tokens)]  # (N, W)
         embeds = pooled if self.text_projection is None else pooled @ self.text_projection
-        return TextOutput(x, pooled, embeds)  # embeds: (N, E)
+        return TextOutput(x, pooled, embeds, inputs)  # embeds: (N, E)
 
     def unknown_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, L) bool: ids outside a restricted vocabulary (all False for a full one)."""

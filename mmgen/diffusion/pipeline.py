@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -49,6 +50,10 @@ from mmgen.diffusion.schedule import NoiseSchedule
 from mmgen.registry import PIPELINE_CONFIG, PretrainedModel
 
 COMPONENTS = ("unet", "vae", "text_encoder")
+# What the U-Net cross-attends to (PipelineConfig.context): "last" is the text encoder's last
+# hidden state (Stable Diffusion 1.x / 2.x); "last+input" concatenates, along the channels, each
+# token's input embedding (token + position, layer-normalised), which no other word has touched.
+CONTEXTS = ("last", "last+input")
 # callback(step_index, timestep, latents) after each sampler step; returning False cancels.
 StepCallback = Callable[[int, int, torch.Tensor], Any]
 
@@ -68,6 +73,30 @@ class PipelineConfig:
     width: int = 512  # default image width in pixels
     pad_token_id: int = 49407  # prompt padding id (SD 1.x pads with <|endoftext|>, SD 2 with 0)
     set_alpha_to_one: bool = True  # DDIM's last step: to a clean image (False in SD's configs)
+    context: str = "last"  # U-Net context from the text encoder, one of CONTEXTS
+
+    def __post_init__(self) -> None:
+        if self.context not in CONTEXTS:
+            raise ValueError(f"unknown PipelineConfig.context {self.context!r}; expected one of "
+                             f"{CONTEXTS}")
+
+
+def text_context(text_encoder: torch.nn.Module, tokens: torch.Tensor, mode: str = "last"
+                 ) -> torch.Tensor:
+    """The U-Net context (N, L, D) of token ids (N, L): the last hidden state (D = W) for
+    ``"last"``; for ``"last+input"`` that and the layer-normalised input embeddings (D = 2W).
+
+    A causal text tower's state at "circle" in "a purple circle" has read "purple": for a
+    colour-shape pair never seen in training it is a new vector. The input embedding of
+    "circle" is the same in every caption, which gives the U-Net one clean cue per word.
+    """
+    out = text_encoder.encode_text_states(tokens)
+    if mode == "last":
+        return out.last_hidden_state
+    if mode == "last+input":
+        inputs = F.layer_norm(out.input_embeds, out.input_embeds.shape[-1:])  # (N, L, W)
+        return torch.cat([out.last_hidden_state, inputs], dim=-1)  # (N, L, 2W)
+    raise ValueError(f"unknown text context {mode!r}; expected one of {CONTEXTS}")
 
 
 def _as_list(text: str | Sequence[str] | None, n: int, what: str) -> list[str]:
@@ -110,6 +139,12 @@ class TextToImagePipeline:
         self.batch_invariant = batch_invariant
         self.tokenizer = CLIPTokenizer(text_encoder.text_config.context_length,
                                        pad_token_id=config.pad_token_id)
+        width = text_encoder.text_config.width * (2 if config.context == "last+input" else 1)
+        if width != unet.config.cross_attention_dim:
+            raise ValueError(f"the U-Net cross-attends to {unet.config.cross_attention_dim} "
+                             f"channels but context {config.context!r} of this text encoder "
+                             f"has {width}; give PipelineConfig(context=...) the U-Net was "
+                             "trained with")
         self._hash: str | None = None
         self.to(device, dtype)
 
@@ -311,10 +346,10 @@ class TextToImagePipeline:
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
-        """Text context (N, L, D): the text encoder's last hidden state."""
+        """Text context (N, L, D): the text encoder's last hidden state (``config.context``)."""
         tokens = self.tokenizer(prompts).to(self.device)  # (N, L)
         with autocast(self.device, self.dtype):
-            return self.text_encoder.encode_text_states(tokens).last_hidden_state.float()
+            return text_context(self.text_encoder, tokens, self.config.context).float()
 
     @torch.no_grad()
     def encode_latents(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -319,7 +319,7 @@ _BASE = ClipRecipe(
     model_args={"vision": {"stem": "conv"}},
     train=TrainConfig(steps=2500, batch_size=128, lr=1e-3, lr_schedule="cosine",
                       warmup_steps=200, weight_decay=0.1, ema_decay=0.998,
-                      mixed_precision="bf16", ckpt_every=250, log_every=50, seed=0),
+                      mixed_precision="auto", ckpt_every=250, log_every=50, seed=0),
     caption_mode="varied",
     targets=_TARGETS,
     description="tiny CLIP (ViT 64px / 4-layer text) trained contrastively on Shapes",

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 LR_SCHEDULES = ("constant", "cosine", "linear")
-MIXED_PRECISIONS = ("no", "bf16", "fp16")
+MIXED_PRECISIONS = ("no", "auto", "bf16", "fp16")
 
 
 @dataclass
@@ -20,7 +20,10 @@ class TrainConfig:
     warmup_steps: int = 0  # linear warm-up: step s (0-based) uses lr * (s + 1) / warmup_steps
     weight_decay: float = 0.0  # decoupled weight decay of the default AdamW
     grad_accum: int = 1  # micro-batches accumulated per optimizer step (on each process)
-    mixed_precision: str = "no"  # "no", "bf16" (CPU or GPU) or "fp16" (GPU only, loss-scaled)
+    # "no", "bf16" (CPU or GPU), "fp16" (GPU only, loss-scaled) or "auto": bf16 where the
+    # hardware computes it natively (mmgen.device.resolve_dtype), else "no". Emulated bf16 on
+    # a CPU without AVX512-BF16/AMX is tens of times slower than fp32.
+    mixed_precision: str = "no"
     grad_clip: float = 1.0  # clip the global gradient norm to this value; 0 turns clipping off
     ema_decay: float = 0.0  # EMA of the weights, shadow = d*shadow + (1-d)*weights; 0 = no EMA
     seed: int = 0  # seeds the data order and python/numpy/torch RNGs (process r uses seed + r)

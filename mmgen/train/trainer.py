@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from mmgen.checkpoint import save_state_dict
 from mmgen.data.sampler import ShardedBatchSampler
+from mmgen.device import resolve_dtype
 from mmgen.train import state as run_files
 from mmgen.train.config import TrainConfig, lr_factor
 from mmgen.train.ema import EMA
@@ -321,6 +322,15 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
 
+def resolve_mixed_precision(mode: str) -> str:
+    """accelerate's ``mixed_precision`` for a TrainConfig value: ``"auto"`` becomes ``"bf16"``
+    where the training device computes bf16 natively (:func:`mmgen.device.resolve_dtype`),
+    else ``"no"``; other values pass through."""
+    if mode != "auto":
+        return mode
+    return "bf16" if resolve_dtype("auto", "auto") == torch.bfloat16 else "no"
+
+
 def _make_accelerator(config: TrainConfig, several_optimizers: bool) -> Accelerator:
     """An Accelerator for this config, with errors that say how to fix a bad setup."""
     # On a machine without GPUs, torchrun-launched processes only form a (gloo) process group
@@ -331,7 +341,7 @@ def _make_accelerator(config: TrainConfig, several_optimizers: bool) -> Accelera
                          "supported on CPU); use mixed_precision='bf16' or 'no' on CPU.")
     kwargs = dict(
         cpu=cpu,
-        mixed_precision=config.mixed_precision,
+        mixed_precision=resolve_mixed_precision(config.mixed_precision),
         gradient_accumulation_plugin=GradientAccumulationPlugin(
             num_steps=config.grad_accum, sync_with_dataloader=False),
         # With several optimizers, each pass leaves the other optimizers' parameters unused.
