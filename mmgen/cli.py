@@ -349,7 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="find images in a folder by text or by example image")
     p.add_argument("folder", help="a folder of images (searched recursively)")
     p.add_argument("query", help="a text, or the path of an image to find similar ones")
-    p.add_argument("--model", required=True, help="a CLIP model folder (or bundled name)")
+    p.add_argument("--model", default="shapes-clip",
+                   help="a CLIP model folder or bundled name (default shapes-clip, which knows "
+                        "only the words of Shapes captions)")
     p.add_argument("--top-k", type=_positive_int, default=5)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_search)

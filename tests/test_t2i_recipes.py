@@ -11,12 +11,8 @@ from mmgen.data import shapes
 from mmgen.diffusion import DiffusionObjective, NoiseSchedule
 from mmgen.diffusion.pipeline import PipelineConfig, TextToImagePipeline, text_context
 from mmgen.recipes import get_recipe
-from mmgen.recipes.t2i import (
-    TextConditionedObjective,
-    _latent_table,
-    _LatentPairs,
-    shapes_vocabulary,
-)
+from mmgen.recipes.clip import shapes_vocabulary
+from mmgen.recipes.t2i import TextConditionedObjective, _latent_table, _LatentPairs
 from mmgen.vae.objective import VAEObjective
 
 
