@@ -8,7 +8,7 @@ EXTRAS ?= dev,app
 # pytest workers: the suite is CPU-bound; 2 processes on the 2-core CI machine.
 TEST_WORKERS ?= 2
 
-.PHONY: setup demo test test-fast bench lint format clean
+.PHONY: setup demo demo-foundation test test-fast bench lint format clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,13 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 		-c requirements/constraints.txt -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
+# The main job: text-to-image with the bundled shapes-t2i (a labelled grid, and how many
+# images show what their prompt asked for, held-out compositions included).
 demo: setup
+	$(PY) examples/t2i_demo.py --out outputs/demo
+
+# The training engine and the bundled classifiers (train, kill, resume, save, load).
+demo-foundation: setup
 	$(PY) examples/foundation_demo.py
 
 test: setup
@@ -31,6 +37,7 @@ test-fast: setup
 bench: setup
 	$(PY) benchmarks/attention.py
 	$(PY) benchmarks/unet_step.py --markdown
+	$(PY) benchmarks/generate_cli.py
 
 lint: setup
 	$(VENV)/bin/ruff check mmgen tests benchmarks examples scripts

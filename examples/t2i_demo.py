@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     held = result.correct[HELD_OUT_FROM:].all(1).float().mean().item()
     print(f"Shapes adherence (all five attributes right): {result.all.value:.0%} "
           f"({seen:.0%} of seen compositions, {held:.0%} of held-out ones); the measured "
-          "rates on 500 prompts are in docs/results.md")
+          "rates on 500 prompts per split are in docs/models.md")
     return 0
 
 

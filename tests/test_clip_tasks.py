@@ -90,6 +90,7 @@ def test_clip_with_restricted_vocabulary_is_exact_and_warns_on_unknown_words(tin
     known = tiny.tokenize(["a red circle", "a blue plus"])
     small = tiny.with_vocabulary(tiny.tokenize(["a red circle a blue plus"]).flatten().tolist())
     assert small.token_embedding.weight.shape[0] < 20  # from 49,408 rows
+    assert small.model_name == tiny.model_name == "clip/tiny"
     assert torch.equal(small.encode_text(known), tiny.encode_text(known))
     assert torch.equal(small.encode_image(images), tiny.encode_image(images))
     loaded = mmgen.load(small.save_pretrained(tmp_path / "small"))

@@ -437,6 +437,7 @@ class CLIP(PretrainedModel, TextTower):
         model = CLIP(replace(self.config, text=text))
         model.load_state_dict(state, strict=True)
         model.info = dict(getattr(self, "info", None) or {})
+        model.model_name = self.model_name
         return model
 
     def normalize_images(self, images: torch.Tensor) -> torch.Tensor:

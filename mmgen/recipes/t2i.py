@@ -311,6 +311,6 @@ T2I_RECIPES = {
         guidance_candidates=(1.5, 3.0, 5.0),
         targets={"test/adherence_all5": 0.90, "test_compositional/adherence_all5": 0.60},
         description="latent U-Net on shapes-vae latents, conditioned on shapes-clip's text "
-                    "tower (DDIM 25)",
+                    "tower (DDIM 25, guidance chosen from 1.5/3/5)",
     ),
 }
