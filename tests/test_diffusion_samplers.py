@@ -162,6 +162,19 @@ def test_timesteps_match_diffusers_for_many_step_counts(name, spacing):
         assert len(ours.timesteps) == n
 
 
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+@pytest.mark.parametrize("name", ["ddpm", "ddim"])
+def test_as_many_steps_as_training_timesteps_run_the_full_chain(name, spacing):
+    # "leading" with Stable Diffusion's steps_offset=1 would start at t = T (diffusers raises
+    # an IndexError there); every spacing means every timestep at n = T
+    sampler = create_sampler(name, NoiseSchedule(timestep_spacing=spacing, steps_offset=1))
+    sampler.set_timesteps(1000)
+    assert torch.equal(sampler.timesteps, torch.arange(999, -1, -1))
+    ref = CLASSES[name](timestep_spacing=spacing, steps_offset=0)  # where diffusers can run
+    ref.set_timesteps(1000)
+    assert torch.equal(ref.timesteps, sampler.timesteps)
+
+
 # ---------------------------------------------------------------------------- analytics
 
 

@@ -193,8 +193,7 @@ def test_bundled_shapes_t2i_matches_its_recorded_adherence():
     assert results["test/adherence_all5"] >= 0.85
 
 
-def test_results_script_writes_tables_and_resumes_from_its_cache(toy_runs, tmp_path,
-                                                                  monkeypatch):
+def _results_script():
     import importlib.util
     from pathlib import Path
 
@@ -202,18 +201,30 @@ def test_results_script_writes_tables_and_resumes_from_its_cache(toy_runs, tmp_p
     spec = importlib.util.spec_from_file_location("t2i_results", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_results_script_writes_tables_and_resumes_from_its_cache(toy_runs, tmp_path,
+                                                                  monkeypatch):
+    script = _results_script()
     root = toy_runs[0]
     args = ["--model", str(root / "t2i" / "model"), "--n", "2", "--quick", "--batch-size", "4",
-            "--out", str(tmp_path / "docs"), "--cache", str(tmp_path / "cache.jsonl")]
+            "--out", str(tmp_path / "docs"), "--cache", str(tmp_path / "cache.jsonl"),
+            "--work", str(tmp_path / "work")]
     monkeypatch.setattr(script, "SETTINGS", [("ddim", 2), ("euler", 2)])
     monkeypatch.setattr(script, "GUIDANCE_SWEEP", [1.0, 3.0])
     assert script.main(args) == 0
     text = (tmp_path / "docs" / "results.md").read_text()
     assert "| ddim 2 | test_compositional |" in text and "## Guidance sweep" in text
+    assert "not measured (no DDPM row)" in text  # --quick
     record = json.loads((tmp_path / "docs" / "results.json").read_text())
     assert len(record["samplers"]) == 4 and len(record["guidance_sweep"]) == 4
-    rows = (tmp_path / "cache.jsonl").read_text().splitlines()
-    assert len(rows) == 8  # the sweep runs DDIM 25, none of the sampler settings here
+    rows = [json.loads(line) for line in (tmp_path / "cache.jsonl").read_text().splitlines()]
+    keys = {(r["sampler"], r["steps"], r["guidance"], r["split"]) for r in rows}
+    assert len(keys) == len(rows)  # each setting measured once, shared rows too
+    # the sweep and the grid run DDIM 25; none of the sampler settings here does
+    assert {("ddim", 25, record["default_guidance"], s) for s in script.SPLITS} <= keys
+    assert all(r["n"] == 2 and r["threads"] >= 1 and r["seconds_per_image"] > 0 for r in rows)
 
     def fail(*a, **k):
         raise AssertionError("a cached row was measured again")
@@ -221,6 +232,52 @@ def test_results_script_writes_tables_and_resumes_from_its_cache(toy_runs, tmp_p
     monkeypatch.setattr(script, "measure", fail)
     assert script.main(args) == 0  # everything comes from the cache
     assert json.loads((tmp_path / "docs" / "results.json").read_text()) == record
+
+
+def test_results_script_shards_make_the_same_images_and_claim_is_checked(toy_runs, tmp_path,
+                                                                        monkeypatch):
+    import numpy as np
+
+    script = _results_script()
+    monkeypatch.setattr(script, "SETTINGS", [("ddim", 25), ("ddpm", 3)])
+    monkeypatch.setattr(script, "GUIDANCE_SWEEP", [1.0])
+    model = str(toy_runs[0] / "t2i" / "model")
+    base = ["--model", model, "--n", "2", "--out", str(tmp_path / "docs"),
+            "--ddpm-splits", "test,test_compositional"]
+    whole = base + ["--batch-size", "2", "--cache", str(tmp_path / "a.jsonl"),
+                    "--work", str(tmp_path / "a")]
+    split = base + ["--batch-size", "1", "--cache", str(tmp_path / "b.jsonl"),
+                    "--work", str(tmp_path / "b")]
+    threads = torch.get_num_threads()
+    try:  # two "workers" in turn, each generating every other batch
+        assert script.main(split + ["--shard", "0/2"]) == 0
+        assert script.main(split + ["--shard", "1/2"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert not (tmp_path / "b.jsonl").exists()  # workers only generate
+
+    generate = script.Batches.generate
+
+    def no_new_images(self, *a, **k):
+        assert not self.missing(), "the shards left a batch out"
+        return generate(self, *a, **k)
+
+    assert script.main(whole) == 0
+    monkeypatch.setattr(script.Batches, "generate", no_new_images)
+    assert script.main(split) == 0
+    hash_dir = next((tmp_path / "b").iterdir()).name
+    for row in (tmp_path / "a").joinpath(hash_dir).iterdir():
+        a = np.concatenate([np.load(f)["images"] for f in sorted(row.iterdir())])
+        b = np.concatenate([np.load(f)["images"] for f in
+                            sorted((tmp_path / "b" / hash_dir / row.name).iterdir())])
+        assert a.shape == (2, 64, 64, 3) and np.abs(a.astype(int) - b).max() <= 1, row.name
+    record = json.loads((tmp_path / "docs" / "results.json").read_text())
+    claims = record["fid_claim"]
+    assert [c["split"] for c in claims] == list(script.SPLITS)
+    for c in claims:
+        assert c["ddpm_steps"] == 3 and c["ratio"] == round(c["ddim_fid"] / c["ddpm_fid"], 3)
+        assert c["holds"] == (c["ratio"] <= 1.10)
+    assert "DDIM 25 steps against DDPM 1000 steps" in (tmp_path / "docs" / "results.md").read_text()
 
 
 def test_t2i_demo_writes_a_labelled_grid_and_reports_adherence(toy_runs, tmp_path, capsys):

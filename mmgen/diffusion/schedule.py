@@ -180,7 +180,9 @@ class NoiseSchedule:
         variants, so every sampler reproduces its diffusers counterpart exactly.
 
         Args:
-            n: number of sampler steps, 1 <= n <= T.
+            n: number of sampler steps, 1 <= n <= T. n = T gives every timestep T-1 ... 0
+                for each spacing ("leading" with an offset too, where diffusers would start
+                at t = T, past its tables).
             skip_final: space n + 1 points and drop the last one (t = 0 before the offset),
                 as diffusers' DPM-Solver does for "linspace" and "leading" spacing.
             fractional_linspace: keep "linspace" timesteps fractional (float32) instead of
@@ -198,6 +200,8 @@ class NoiseSchedule:
             if fractional_linspace:
                 return torch.from_numpy(np.linspace(0, T - 1, n, dtype=np.float32)[::-1].copy())
             ts = np.linspace(0, T - 1, m).round()[::-1][:n]
+        elif self.timestep_spacing == "leading" and m == T and self.steps_offset:
+            ts = np.arange(T)[::-1]  # every timestep: the offset would push t past T - 1
         elif self.timestep_spacing == "leading":
             ts = (np.arange(0, m) * (T // m)).round()[::-1][:n] + self.steps_offset
         else:  # trailing; [:n] drops the spurious extra point float arange makes for some n

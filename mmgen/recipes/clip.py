@@ -100,6 +100,23 @@ CAPTION_MODES = ("varied", "canonical", "factored", "mixed")
 _COLOR = shapes.ATTRIBUTES.index("color")
 
 
+def dataset_caption_mode(mode: str) -> str:
+    """The :class:`~mmgen.data.shapes.ShapesDataset` caption mode behind a training caption
+    ``mode`` (one of :data:`CAPTION_MODES`)."""
+    if mode not in CAPTION_MODES:
+        raise ValueError(f"unknown caption mode {mode!r}; expected one of {CAPTION_MODES}")
+    return {"factored": "canonical", "mixed": "varied"}.get(mode, mode)
+
+
+def training_caption(caption: str, attrs: shapes.ShapeAttrs, mode: str,
+                     rng: np.random.Generator) -> str:
+    """The caption an item is trained with: the dataset's ``caption``, or a
+    :func:`factored_caption` ("factored"; "mixed": with probability 1/2)."""
+    if mode == "factored" or (mode == "mixed" and rng.random() < 0.5):
+        return factored_caption(attrs, rng)
+    return caption
+
+
 def without_color(text: str, attrs: shapes.ShapeAttrs) -> str:
     """``text`` with the object's colour word removed (and "an"/"a" before it fixed)."""
     words = text.split()
@@ -150,11 +167,8 @@ class _ShapesPairs(torch.utils.data.Dataset):
 
     def __init__(self, split: str, length: int, mode: str, model: torch.nn.Module,
                  seed: int = 0, recolor_prob: float = 0.0):
-        if mode not in CAPTION_MODES:
-            raise ValueError(f"unknown caption mode {mode!r}; expected one of {CAPTION_MODES}")
         self.data = shapes.ShapesDataset(split, length=length,
-                                         caption_mode="canonical" if mode == "factored" else
-                                         "varied" if mode == "mixed" else mode)
+                                         caption_mode=dataset_caption_mode(mode))
         self.mode, self.seed, self.model = mode, seed, model
         self.recolor_prob = recolor_prob
 
@@ -163,10 +177,8 @@ class _ShapesPairs(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item, attrs = self.data[i], self.data.attrs(i)
-        text = item["caption"]
         rng = np.random.default_rng([self.seed, 77, i])  # a pure function of (seed, i)
-        if self.mode == "factored" or (self.mode == "mixed" and rng.random() < 0.5):
-            text = factored_caption(attrs, rng)
+        text = training_caption(item["caption"], attrs, self.mode, rng)
         image, labels = item["image"], torch.tensor(attrs.labels)
         named = torch.tensor(named_attributes(text, attrs))
         if self.recolor_prob and rng.random() < self.recolor_prob:

@@ -31,7 +31,7 @@ from mmgen.data import shapes
 from mmgen.diffusion.objective import DiffusionObjective
 from mmgen.diffusion.pipeline import PipelineConfig, TextToImagePipeline, text_context
 from mmgen.diffusion.schedule import NoiseSchedule
-from mmgen.recipes.clip import factored_caption, shapes_vocabulary
+from mmgen.recipes.clip import dataset_caption_mode, shapes_vocabulary, training_caption
 from mmgen.recipes.export import export_results
 from mmgen.registry import PretrainedModel, create_model, model_dir
 from mmgen.train import TrainConfig, Trainer
@@ -124,7 +124,7 @@ class T2IRecipe:
     schedule: NoiseSchedule = field(default_factory=NoiseSchedule)  # training noise schedule
     vae: str = "shapes-vae"  # bundled name or folder of the (frozen) autoencoder
     clip: str = "shapes-clip"  # bundled name or folder of the CLIP whose text tower is used
-    caption_mode: str = "varied"  # Shapes training captions, or "mixed" (half of them factored)
+    caption_mode: str = "varied"  # recipes.clip.CAPTION_MODES; "mixed": half of them factored
     context: str = "last"  # what the U-Net attends to (PipelineConfig.context)
     cond_dropout: float = 0.1  # probability of training on the empty caption (for CFG)
     min_snr_gamma: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0 = off
@@ -151,12 +151,9 @@ class _LatentPairs(torch.utils.data.Dataset):
     colour-shape pair it never saw needs."""
 
     def __init__(self, split: str, length: int, caption_mode: str, table: dict, seed: int = 0):
-        if caption_mode not in (*shapes.CAPTION_MODES, "mixed"):
-            raise ValueError(f"unknown caption mode {caption_mode!r}; expected one of "
-                             f"{(*shapes.CAPTION_MODES, 'mixed')}")
-        self.mixed = caption_mode == "mixed"
+        self.mode = caption_mode
         self.data = shapes.ShapesDataset(split, length=length, seed=seed,
-                                         caption_mode="varied" if self.mixed else caption_mode)
+                                         caption_mode=dataset_caption_mode(caption_mode))
         self.table = table  # attribute labels -> latent
 
     def __len__(self) -> int:
@@ -166,10 +163,8 @@ class _LatentPairs(torch.utils.data.Dataset):
         attrs = self.data.attrs(i)
         caption = shapes.sample_caption(self.data.split, self.data.seed, i,
                                         self.data.caption_mode)
-        if self.mixed:
-            rng = np.random.default_rng([self.data.seed, 78, i])  # a pure function of i
-            if rng.random() < 0.5:
-                caption = factored_caption(attrs, rng)
+        rng = np.random.default_rng([self.data.seed, 78, i])  # a pure function of i
+        caption = training_caption(caption, attrs, self.mode, rng)
         return {"latent": self.table[attrs.labels], "caption": caption}
 
 
