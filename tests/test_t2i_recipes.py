@@ -242,7 +242,7 @@ def test_results_script_shards_make_the_same_images_and_claim_is_checked(toy_run
     monkeypatch.setattr(script, "SETTINGS", [("ddim", 25), ("ddpm", 3)])
     monkeypatch.setattr(script, "GUIDANCE_SWEEP", [1.0])
     model = str(toy_runs[0] / "t2i" / "model")
-    base = ["--model", model, "--n", "2", "--out", str(tmp_path / "docs"),
+    base = ["--model", model, "--n", "4", "--out", str(tmp_path / "docs"),
             "--ddpm-splits", "test,test_compositional"]
     whole = base + ["--batch-size", "2", "--cache", str(tmp_path / "a.jsonl"),
                     "--work", str(tmp_path / "a")]
@@ -270,13 +270,15 @@ def test_results_script_shards_make_the_same_images_and_claim_is_checked(toy_run
         a = np.concatenate([np.load(f)["images"] for f in sorted(row.iterdir())])
         b = np.concatenate([np.load(f)["images"] for f in
                             sorted((tmp_path / "b" / hash_dir / row.name).iterdir())])
-        assert a.shape == (2, 64, 64, 3) and np.abs(a.astype(int) - b).max() <= 1, row.name
+        assert a.shape == (4, 64, 64, 3) and np.abs(a.astype(int) - b).max() <= 1, row.name
     record = json.loads((tmp_path / "docs" / "results.json").read_text())
     claims = record["fid_claim"]
     assert [c["split"] for c in claims] == list(script.SPLITS)
     for c in claims:
         assert c["ddpm_steps"] == 3 and c["ratio"] == round(c["ddim_fid"] / c["ddpm_fid"], 3)
         assert c["holds"] == (c["ratio"] <= 1.10)
+        low, high = c["interval"]  # the batches are at hand: a bootstrap interval
+        assert 0 < low <= high
     assert "DDIM 25 steps against DDPM 1000 steps" in (tmp_path / "docs" / "results.md").read_text()
 
 
