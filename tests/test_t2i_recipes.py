@@ -242,7 +242,7 @@ def test_results_script_shards_make_the_same_images_and_claim_is_checked(toy_run
     monkeypatch.setattr(script, "SETTINGS", [("ddim", 25), ("ddpm", 3)])
     monkeypatch.setattr(script, "GUIDANCE_SWEEP", [1.0])
     model = str(toy_runs[0] / "t2i" / "model")
-    base = ["--model", model, "--n", "4", "--out", str(tmp_path / "docs"),
+    base = ["--model", model, "--n", "4", "--claim-n", "6", "--out", str(tmp_path / "docs"),
             "--ddpm-splits", "test,test_compositional"]
     whole = base + ["--batch-size", "2", "--cache", str(tmp_path / "a.jsonl"),
                     "--work", str(tmp_path / "a")]
@@ -266,19 +266,28 @@ def test_results_script_shards_make_the_same_images_and_claim_is_checked(toy_run
     monkeypatch.setattr(script.Batches, "generate", no_new_images)
     assert script.main(split) == 0
     hash_dir = next((tmp_path / "b").iterdir()).name
+    record = json.loads((tmp_path / "docs" / "results.json").read_text())
+    ddim25 = f"ddim-25-g{record['default_guidance']:g}-"
     for row in (tmp_path / "a").joinpath(hash_dir).iterdir():
         a = np.concatenate([np.load(f)["images"] for f in sorted(row.iterdir())])
         b = np.concatenate([np.load(f)["images"] for f in
                             sorted((tmp_path / "b" / hash_dir / row.name).iterdir())])
-        assert a.shape == (4, 64, 64, 3) and np.abs(a.astype(int) - b).max() <= 1, row.name
-    record = json.loads((tmp_path / "docs" / "results.json").read_text())
+        claimed = row.name.startswith((ddim25, "ddpm-"))  # also on --claim-n prompts
+        assert a.shape == (6 if claimed else 4, 64, 64, 3), row.name
+        assert np.abs(a.astype(int) - b).max() <= 1, row.name
+    # the claim's 6-prompt rows added one batch to the 4-prompt rows' two, and made no other
+    assert len(list((tmp_path / "a" / hash_dir / f"{ddim25}test").iterdir())) == 3
     claims = record["fid_claim"]
     assert [c["split"] for c in claims] == list(script.SPLITS)
     for c in claims:
-        assert c["ddpm_steps"] == 3 and c["ratio"] == round(c["ddim_fid"] / c["ddpm_fid"], 3)
+        assert c["n"] == 6 and c["ddpm_steps"] == 3
+        assert c["ratio"] == round(c["ddim_fid"] / c["ddpm_fid"], 3)
         assert c["holds"] == (c["ratio"] <= 1.10)
         low, high = c["interval"]  # the batches are at hand: a bootstrap interval
         assert 0 < low <= high
+        assert set(c["prefix_ratios"]) <= {"3", "4"}  # first 6 // 4 * q prompts (JSON keys)
+    rows = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert {r["n"] for r in rows if r["sampler"] == "ddpm"} == {4, 6}
     assert "DDIM 25 steps against DDPM 1000 steps" in (tmp_path / "docs" / "results.md").read_text()
 
 
