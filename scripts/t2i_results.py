@@ -31,6 +31,7 @@ on how they were split up: image i of a split always uses seed i.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -49,15 +50,30 @@ SPLITS = ("test", "test_compositional")
 FID_CLAIM = 1.10  # DDIM 25 steps' Shapes FID at most 10 % above DDPM 1000 steps'
 
 
-def measure(images, prompts, real) -> dict:
-    """Adherence and Shapes FID of generated ``images`` for ``prompts`` (real renders ``real``)."""
-    from mmgen.metrics.shapes import shapes_adherence, shapes_fid
+def measure(images, prompts, real_features, features) -> dict:
+    """Adherence of generated ``images`` to ``prompts``, and their Shapes FID from the
+    classifier features of the real renders and of the images (:func:`shapes_features`)."""
+    from mmgen.metrics.fid import fid
+    from mmgen.metrics.shapes import shapes_adherence
 
     adherence = shapes_adherence(images, prompts, progress=False)
-    fid = shapes_fid(real, images, progress=False)
     return {"adherence": round(adherence.all.value, 4),
             **{k: round(v, 4) for k, v in adherence.per_attribute.items()},
-            "shapes_fid": round(fid.value, 3)}
+            "shapes_fid": round(fid(real_features, features).value, 3)}
+
+
+@functools.cache
+def _judge():
+    from mmgen.metrics.shapes import CLASSIFIER, ShapesFeatures
+
+    return ShapesFeatures(CLASSIFIER)
+
+
+def shapes_features(images) -> torch.Tensor:
+    """(N, D) features of images in [0, 1] in the space of Shapes FID (``shapes_fid``)."""
+    from mmgen.metrics.features import extract_features
+
+    return extract_features(images, _judge(), 100, progress=False)
 
 
 class Batches:
@@ -71,7 +87,7 @@ class Batches:
         self.key, self.n, self.batch_size = key, n, batch_size
         self.dir = root / f"{sampler}-{steps}-g{guidance:g}-{split}"
         self.starts = list(range(0, n, batch_size))
-        self._loaded = None
+        self._loaded = self._features = None
 
     def path(self, start: int) -> Path:
         return self.dir / f"{start:06d}-{min(start + self.batch_size, self.n):06d}.npz"
@@ -113,6 +129,12 @@ class Batches:
                 threads.add(int(f["threads"]))
         self._loaded = images, seconds / self.n, max(threads)
         return self._loaded
+
+    def features(self) -> torch.Tensor:
+        """(n, D) Shapes-classifier features of the complete row, extracted once."""
+        if self._features is None:
+            self._features = shapes_features(self.load()[0])
+        return self._features
 
 
 def plan(default_g: float, quick: bool, ddpm_splits: tuple[str, ...], n: int, claim_n: int
@@ -190,6 +212,13 @@ def main(argv=None) -> int:
         length = max(key[4] for key in order if key[3] == split)
         batch = shapes.ShapesDataset(split, length=length, seed=1).as_tensors()
         data[split] = (list(batch["caption"]), (batch["image"] + 1) / 2)
+    real_features = {}  # split -> features of data[split][1], extracted when first needed
+
+    def real(split: str, n: int) -> torch.Tensor:
+        if split not in real_features:
+            real_features[split] = shapes_features(data[split][1])
+        return real_features[split][:n]
+
     cache = Path(args.cache)
     done = {}
     if cache.is_file():
@@ -227,11 +256,12 @@ def main(argv=None) -> int:
                     w.kill()
                 return 1
             n = key[4]
-            prompts, real = data[key[3]][0][:n], data[key[3]][1][:n]
+            prompts = data[key[3]][0][:n]
             batches[key].generate(pipe, prompts)  # whatever the workers have not made
             images, seconds, threads = batches[key].load()
             done[key] = {"sampler": key[0], "steps": key[1], "guidance": key[2],
-                         "split": key[3], **measure(images, prompts, real),
+                         "split": key[3], **measure(images, prompts, real(key[3], n),
+                                                    batches[key].features()),
                          "seconds_per_image": round(seconds, 4), "threads": threads}
             cache.parent.mkdir(parents=True, exist_ok=True)
             with cache.open("a") as f:  # one complete line per measured row
@@ -242,7 +272,7 @@ def main(argv=None) -> int:
     grid_images: list = []
     for key in grid_rows:  # the picture grid: the first 8 prompts of each split, DDIM 25
         images, _, _ = batches[key].load()
-        grid_images += list(zip(images[:8], data[key[3]][0][:key[4]][:8], strict=True))
+        grid_images += list(zip(images[:8], data[key[3]][0][:min(8, key[4])], strict=True))
 
     out = Path(args.out)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -250,7 +280,7 @@ def main(argv=None) -> int:
               "claim_n": args.claim_n, "batch_size": args.batch_size,
               "default_guidance": default_g, "samplers": [done[k] for k in samplers],
               "guidance_sweep": [done[k] for k in sweep],
-              "fid_claim": fid_claim(done, claim_rows, batches, data)}
+              "fid_claim": fid_claim(done, claim_rows, batches, real)}
     (out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
     grid = image_grid([im for im, _ in grid_images], cols=8, scale=2,
                       labels=[p for _, p in grid_images], label_width=18)
@@ -261,10 +291,11 @@ def main(argv=None) -> int:
 
 
 def fid_claim(done: dict, claim_rows: list, batches: dict | None = None,
-              data: dict | None = None, resamples: int = 200) -> list[dict]:
+              real=None, resamples: int = 200) -> list[dict]:
     """Per (DDIM 25, full-chain DDPM) pair of ``claim_rows``: both Shapes FIDs and their ratio.
 
-    Where the generated batches of both rows are at hand, also how far the ratio could move
+    Where the generated batches of both rows are at hand (and ``real(split, n)`` gives the
+    real renders' features), also how far the ratio could move
     with other prompts: a 90 % paired-bootstrap interval (the same resampled prompts for the
     real renders and both samplers; ``resamples`` draws, seed 0) and the ratio on the first
     quarter, half and three quarters of the prompts."""
@@ -279,23 +310,20 @@ def fid_claim(done: dict, claim_rows: list, batches: dict | None = None,
                  "ddim_adherence": ddim["adherence"], "ddpm_adherence": ddpm["adherence"],
                  "interval": None,
                  "prefix_ratios": {}}
-        if batches and data and not any(batches[k].missing() for k in keys):
-            claim.update(ratio_spread(data[split][1][:n], *(batches[k].load()[0]
-                                                            for k in keys), resamples))
+        if batches and real and not any(batches[k].missing() for k in keys):
+            claim.update(ratio_spread(real(split, n), *(batches[k].features() for k in keys),
+                                      resamples))
         claims.append(claim)
     return claims
 
 
-def ratio_spread(real, ddim_images, ddpm_images, resamples: int) -> dict:
-    """``interval``: 90 % paired-bootstrap interval of FID(ddim) / FID(ddpm); ``prefix_ratios``:
-    the ratio on the first n/4, n/2 and 3n/4 prompts."""
-    from mmgen.metrics.features import extract_features
+def ratio_spread(real, a, b, resamples: int) -> dict:
+    """From the Shapes-classifier features of the real renders and of the DDIM (``a``) and
+    DDPM (``b``) images: ``interval``, the 90 % paired-bootstrap interval of
+    FID(ddim) / FID(ddpm), and ``prefix_ratios``, the ratio on the first n/4, n/2 and 3n/4
+    prompts."""
     from mmgen.metrics.fid import fid
-    from mmgen.metrics.shapes import CLASSIFIER, ShapesFeatures
 
-    judge = ShapesFeatures(CLASSIFIER)
-    real, a, b = (extract_features(x, judge, 100, progress=False)
-                  for x in (real, ddim_images, ddpm_images))
     prefixes = sorted({len(real) * q // 4 for q in (1, 2, 3)} - {0, 1})
     prefix_ratios = {}
     for k in prefixes:

@@ -250,6 +250,28 @@ def test_second_stage_recipe_starts_from_the_first_and_freezes_the_text_tower(tm
     assert (tmp_path / "model" / "model.safetensors").is_file()
 
 
+def test_init_parts_text_keeps_the_fresh_image_tower():
+    from mmgen.recipes.clip import _load_init
+    from mmgen.registry import create_model
+
+    small = {"vision": {"layers": 1, "stem": "conv"}, "text": {"layers": 1}}
+    torch.manual_seed(0)
+    trained = create_model("clip/tiny", **small).state_dict()
+    trained = {k: v + 1 for k, v in trained.items()}  # stand-in for trained weights
+    torch.manual_seed(1)
+    model = create_model("clip/tiny", **small)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    _load_init(model, trained, "text")
+    now = model.state_dict()
+    visual = [k for k in now if k.startswith("visual.")]
+    assert visual and all(torch.equal(now[k], fresh[k]) for k in visual)
+    assert all(torch.equal(now[k], trained[k]) for k in now if not k.startswith("visual."))
+    with pytest.raises(ValueError, match="init_parts"):
+        _load_init(model, trained, "vision")
+    with pytest.raises(ValueError, match="text tower"):
+        _load_init(model, {k: v for k, v in trained.items() if k != "ln_final.weight"}, "text")
+
+
 def test_bundled_shapes_clip_matches_its_recorded_results():
     """Re-measure the bundled shapes-clip on 200 items per split (its recipe measured 1,000):
     every target its recipe met is met again (within 2 points of sampling error), and every

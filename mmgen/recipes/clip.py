@@ -42,6 +42,8 @@ class ClipRecipe:
     caption_mode: str = "varied"  # Shapes captions: "varied", "factored" or "canonical"
     init: str = ""  # a recipe whose final (EMA) weights start this one; trained first into
     #   out_dir/<init> unless its run is already there
+    init_parts: str = "all"  # what init loads: "all", or "text" (the text tower and the
+    #   logit scale; the image tower starts from scratch: LiT, Zhai et al. 2022)
     freeze_text: bool = False  # train only the image tower (and the logit scale)
     recolor_prob: float = 0.0  # Shapes: this fraction of objects in off-palette colours,
     #   their captions without the colour word (see _ShapesPairs)
@@ -233,7 +235,8 @@ def run_clip(recipe: ClipRecipe, out_dir: Path, name: str, resume: bool) -> dict
     torch.manual_seed(cfg.seed)
     model = create_model(recipe.model, **recipe.model_args)
     if recipe.init:
-        model.load_state_dict(_final_weights(recipe.init, out_dir / recipe.init, resume))
+        _load_init(model, _final_weights(recipe.init, out_dir / recipe.init, resume),
+                   recipe.init_parts)
     if recipe.freeze_text:
         for n, p in model.named_parameters():
             p.requires_grad_(n.startswith("visual.") or n == "logit_scale")
@@ -270,6 +273,21 @@ def _final_weights(name: str, out_dir: Path, resume: bool) -> dict[str, torch.Te
         CLIP_RECIPES[name].run(out_dir, name, resume=resume)
     ema = run / "ema.safetensors"
     return load_state_dict(ema if ema.is_file() else run / "model.safetensors")
+
+
+def _load_init(model: torch.nn.Module, weights: dict[str, torch.Tensor], parts: str) -> None:
+    """Load ``weights`` into ``model``: all of them, or (``parts="text"``) all but the image
+    tower's (``visual.*``), which keeps its fresh initialisation."""
+    if parts not in ("all", "text"):
+        raise ValueError(f"ClipRecipe.init_parts={parts!r}; expected 'all' or 'text'")
+    if parts == "all":
+        model.load_state_dict(weights)
+        return
+    text = {k: v for k, v in weights.items() if not k.startswith("visual.")}
+    missing, unexpected = model.load_state_dict(text, strict=False)
+    wrong = [k for k in missing if not k.startswith("visual.")] + list(unexpected)
+    if wrong:
+        raise ValueError(f"init weights do not fit the model's text tower: {wrong[:5]}")
 
 
 def _over(pattern: str, **values: tuple[str, ...]) -> list[str]:
@@ -359,5 +377,17 @@ CLIP_RECIPES = {
                       seed=1),
         description="shapes-clip, then its image tower fine-tuned on recoloured objects "
                     "(experimental)",
+    ),
+    # LiT (locked-image... here locked-text tuning): shapes-clip's text tower, frozen, and a
+    # new image tower trained against it from scratch.
+    "shapes-clip-lit": replace(
+        _BASE, init="shapes-clip", init_parts="text", freeze_text=True,
+        train=replace(_BASE.train, seed=2),
+        description="a fresh image tower trained against shapes-clip's frozen text tower",
+    ),
+    "shapes-clip-lit-recolor": replace(
+        _BASE, init="shapes-clip", init_parts="text", freeze_text=True, recolor_prob=0.5,
+        train=replace(_BASE.train, seed=2),
+        description="shapes-clip-lit with half of the objects in off-palette colours",
     ),
 }
