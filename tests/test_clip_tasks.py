@@ -221,33 +221,96 @@ def to_pixels(image, model):
         torch.tensor(cfg.image_mean)[:, None, None]
 
 
-def test_second_stage_recipe_starts_from_the_first_and_freezes_the_text_tower(tmp_path):
+def test_moved_and_zoomed_training_images_keep_their_attributes():
+    """The recipes' shift and zoom keep every object whole, off the border, near its
+    position's centre and in its exact colour; the zoom changes its area."""
+    import numpy as np
+
+    from mmgen.data import shapes
+    from mmgen.recipes.clip import move_and_zoom, translate, zoom
+
+    x = torch.arange(20.0).reshape(1, 4, 5)
+    assert torch.equal(translate(x, 1, 2)[0, 2:, 1:], x[0, :2, :4])  # right 1, down 2
+    assert torch.equal(zoom(x, 1.0, (2, 2)), x)
+    areas = set()
+    for i, attrs in enumerate(shapes.all_combinations("train")):
+        image = torch.from_numpy(shapes.render_array(attrs)).permute(2, 0, 1).float()
+        color = torch.tensor(shapes.COLOR_RGB[attrs.color], dtype=torch.float)[:, None, None]
+        cx, cy = shapes.center(attrs.position)
+        out = move_and_zoom(image, attrs, np.random.default_rng(i), shift=4, scale=0.2)
+        ys, xs = (out == color).all(0).nonzero(as_tuple=True)
+        assert xs.min() > 0 and ys.min() > 0 and xs.max() < 63 and ys.max() < 63, attrs
+        box_x, box_y = (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2  # bounding box
+        assert abs(box_x - cx) <= 4.5 and abs(box_y - cy) <= 4.5
+        assert set(map(tuple, out.flatten(1).t().tolist())) == set(
+            map(tuple, image.flatten(1).t().tolist()))
+        if (attrs.shape, attrs.size) == ("square", "large"):
+            areas.add(len(xs))
+    assert max(areas) > 1.3 * min(areas)
+
+
+@pytest.mark.parametrize("name", ["shapes-clip-recolor", "shapes-clip"])
+def test_second_stage_recipe_starts_from_the_first_and_freezes_the_text_tower(tmp_path, name):
+    """Both kinds of stage 2 (tuning the joint model's image tower; the bundled recipe: a new
+    colour-split tower) run on top of stage 1 and keep its text tower bit for bit."""
     from dataclasses import replace
 
     from mmgen.checkpoint import load_state_dict
     from mmgen.recipes import clip as recipes
 
     small = {"vision": {"layers": 1, "stem": "conv"}, "text": {"layers": 1}}
-    train = replace(recipes.CLIP_RECIPES["shapes-clip"].train, steps=2, batch_size=8,
+    train = replace(recipes.CLIP_RECIPES["shapes-clip-joint"].train, steps=2, batch_size=8,
                     ckpt_every=0, log_every=1, warmup_steps=0)
-    base = replace(recipes.CLIP_RECIPES["shapes-clip"], model_args=small, train=train,
+    base = replace(recipes.CLIP_RECIPES["shapes-clip-joint"], model_args=small, train=train,
                    eval_items=8)
-    stage2 = replace(recipes.CLIP_RECIPES["shapes-clip-recolor"], model_args=small,
+    spec = recipes.CLIP_RECIPES[name]
+    vision = {**small["vision"], **{k: v for k, v in spec.model_args["vision"].items()
+                                    if k == "color_split"}}
+    stage2 = replace(spec, model_args={**small, "vision": vision},
                      train=replace(train, seed=1), eval_items=8)
-    assert stage2.init == "shapes-clip" and stage2.freeze_text
+    assert stage2.init == "shapes-clip-joint" and stage2.freeze_text
     original = dict(recipes.CLIP_RECIPES)
-    recipes.CLIP_RECIPES["shapes-clip"] = base
+    recipes.CLIP_RECIPES["shapes-clip-joint"] = base
     try:
-        stage2.run(tmp_path, "shapes-clip-recolor")
+        results = stage2.run(tmp_path, name)
     finally:
         recipes.CLIP_RECIPES.clear()
         recipes.CLIP_RECIPES.update(original)
-    first = load_state_dict(tmp_path / "shapes-clip" / "run" / "ema.safetensors")
+    first = load_state_dict(tmp_path / "shapes-clip-joint" / "run" / "ema.safetensors")
     second = load_state_dict(tmp_path / "run" / "ema.safetensors")
     text_keys = [k for k in first if not k.startswith("visual.") and k != "logit_scale"]
     assert text_keys and all(torch.equal(first[k], second[k]) for k in text_keys)
-    assert any(not torch.equal(first[k], second[k]) for k in first if k.startswith("visual."))
-    assert (tmp_path / "model" / "model.safetensors").is_file()
+    visual = [k for k in second if k.startswith("visual.")]
+    assert any(k not in first or not torch.equal(first[k], second[k]) for k in visual)
+    assert any(k.startswith("visual.color") for k in visual) == (name == "shapes-clip")
+    exported = mmgen.load(tmp_path / "model")
+    assert exported.config.vision.color_split == (name == "shapes-clip")
+    assert "test_compositional/zero_shot_shape" in results
+
+
+def test_color_split_tower_reads_shape_apart_from_colour():
+    """A ColorSplitVision embedding (random weights) is a sum of a shape part and a colour
+    part: changing the colour moves every shape's embedding by the same vector."""
+    from mmgen.data.shapes import ShapeAttrs
+    from mmgen.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model("clip/tiny", vision={"stem": "conv", "color_split": True}).eval()
+    plain = create_model("clip/tiny", vision={"stem": "conv"}).eval()
+
+    def embed(m, color, shape):
+        image = render(ShapeAttrs(color, shape, "large", "center", "white"))
+        return m.encode_image(m.preprocess([image]))[0]
+
+    with torch.no_grad():
+        moves = [embed(model, "purple", s) - embed(model, "red", s)
+                 for s in ("circle", "square", "plus")]
+        plain_moves = [embed(plain, "purple", s) - embed(plain, "red", s)
+                       for s in ("circle", "square")]
+    for move in moves[1:]:
+        torch.testing.assert_close(move, moves[0], atol=1e-5, rtol=1e-4)
+    assert moves[0].abs().max() > 1e-2  # the colour is seen
+    assert (plain_moves[1] - plain_moves[0]).abs().max() > 1e-2  # a plain ViT mixes them
 
 
 def test_init_parts_text_keeps_the_fresh_image_tower():
@@ -304,3 +367,42 @@ def test_search_defaults_to_the_bundled_shapes_clip(tmp_path, monkeypatch, capsy
     assert cli.main(["search", str(folder), query, "--top-k", "4", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert hits[0]["file"].endswith("red-circle.png")
+
+
+def test_clip_pairs_script_reads_each_held_out_pair(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from mmgen.data import shapes
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "clip_pairs.py"
+    spec = importlib.util.spec_from_file_location("clip_pairs", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--n", "40"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    pairs = [f"{c} {s}" for c, s in sorted(shapes.HELD_OUT)]
+    assert sum(out[p]["images"] for p in pairs) == 40
+    for p in pairs:
+        wrong = round((1 - out[p]["ensemble"]) * out[p]["images"])
+        assert sum(out[p]["ensemble_reads_instead"].values()) == wrong
+        assert p.split()[1] not in out[p]["ensemble_reads_instead"]
+    recorded = mmgen.load("shapes-clip").info["results"]["test_compositional/zero_shot_shape"]
+    assert abs(out["ensemble"] - recorded) <= 0.15  # 40 of the recipe's 1,000 images
+    # the frozen text tower reads every held-out prompt ("a purple circle") as its shape
+    assert out["text: ensemble reading of the held-out prompts"] == {
+        f"a {c} {s}": s for c, s in sorted(shapes.HELD_OUT)}
+    with pytest.raises(SystemExit):
+        script.main(["weights.safetensors"])  # no --recipe: its architecture is unknown
+
+
+def test_bundled_shapes_t2i_conditions_on_the_bundled_shapes_clip_text_tower():
+    """shapes-clip's stage 2 froze the text tower, so shapes-t2i's copy of it is still exact."""
+    from mmgen.checkpoint import load_state_dict
+    from mmgen.registry import model_dir
+
+    clip = load_state_dict(model_dir("shapes-clip") / "model.safetensors")
+    text = load_state_dict(model_dir("shapes-t2i") / "text_encoder" / "model.safetensors")
+    assert text and set(text) == {k for k in clip
+                                  if not k.startswith("visual.") and k != "logit_scale"}
+    assert all(torch.equal(text[k], clip[k]) for k in text)

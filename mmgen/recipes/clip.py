@@ -1,9 +1,11 @@
-"""The ``shapes-clip`` recipe: a tiny CLIP trained contrastively on Shapes captions.
+"""The ``shapes-clip`` recipe: a tiny CLIP trained contrastively on Shapes captions, in two
+stages: ``shapes-clip-joint`` trains both towers; ``shapes-clip`` then trains a new
+colour-split image tower (``VisionConfig.color_split``) against its frozen text tower.
 
-Training captions (``caption_mode``): the Shapes "varied" or "canonical" captions,
-"factored" ones naming random subsets of the attributes (:func:`factored_caption`), or
-"mixed" (half varied, half factored; the ``shapes-clip`` recipe). A caption is a positive for
-every image of the batch that has the attributes it states (:func:`shapes_collate`).
+Training captions (``caption_mode``): the Shapes "varied" (the recipe's) or "canonical"
+captions, "factored" ones naming random subsets of the attributes (:func:`factored_caption`),
+or "mixed" (half varied, half factored). A caption is a positive for every image of the batch
+that has the attributes it states (:func:`shapes_collate`).
 
 Evaluation (on the exported fp16 weights):
   * zero-shot classification of each attribute on ``test`` and ``test_compositional``, with
@@ -16,6 +18,7 @@ Evaluation (on the exported fp16 weights):
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,6 +50,12 @@ class ClipRecipe:
     freeze_text: bool = False  # train only the image tower (and the logit scale)
     recolor_prob: float = 0.0  # Shapes: this fraction of objects in off-palette colours,
     #   their captions without the colour word (see _ShapesPairs)
+    shift: int = 0  # Shapes: translate each training image by up to this many pixels
+    #   (uniform per axis; the background is extended), so that the image tower does not
+    #   see the same 1,080 renders over and over
+    scale: float = 0.0  # Shapes: zoom each training image about its object's centre by a
+    #   factor uniform in [1 - scale, 1 + scale] (nearest pixel), so that an object's area
+    #   varies and does not tell its shape
     eval_items: int = 1000  # images per evaluation split
     targets: dict[str, float] = field(default_factory=dict)  # minimum per result key
     description: str = ""  # one line for `mmgen train --list`
@@ -168,11 +177,12 @@ class _ShapesPairs(torch.utils.data.Dataset):
     colour-shape pair."""
 
     def __init__(self, split: str, length: int, mode: str, model: torch.nn.Module,
-                 seed: int = 0, recolor_prob: float = 0.0):
+                 seed: int = 0, recolor_prob: float = 0.0, shift: int = 0,
+                 scale: float = 0.0):
         self.data = shapes.ShapesDataset(split, length=length,
                                          caption_mode=dataset_caption_mode(mode))
         self.mode, self.seed, self.model = mode, seed, model
-        self.recolor_prob = recolor_prob
+        self.recolor_prob, self.shift, self.scale = recolor_prob, shift, scale
 
     def __len__(self) -> int:
         return len(self.data)
@@ -189,8 +199,52 @@ class _ShapesPairs(torch.utils.data.Dataset):
                 text = without_color(text, attrs)
             # "another colour" is this caption's colour: it matches recoloured images only
             labels[_COLOR], named[_COLOR] = -1, True
+        if self.shift or self.scale:
+            image = move_and_zoom(image, attrs, rng, self.shift, self.scale)
         return {"image": to_model_input(self.model, image), "caption": text, "labels": labels,
                 "named": named}
+
+
+def translate(image: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """``image`` (C, H, W) moved ``dx`` pixels right and ``dy`` down; the uncovered border
+    repeats the edge pixels (the uniform background of a Shapes image)."""
+    s = max(abs(dx), abs(dy))
+    if s == 0:
+        return image
+    h, w = image.shape[-2:]
+    padded = torch.nn.functional.pad(image[None], (s, s, s, s), mode="replicate")[0]
+    return padded[:, s - dy:s - dy + h, s - dx:s - dx + w]
+
+
+def zoom(image: torch.Tensor, factor: float, center: tuple[int, int]) -> torch.Tensor:
+    """``image`` (C, H, W) magnified ``factor`` times about pixel ``center`` = (x, y), by
+    nearest-pixel sampling (colours stay exact; the border repeats the edge pixels)."""
+    h, w = image.shape[-2:]
+    cx, cy = center
+    x = (cx + (torch.arange(w) - cx) / factor).round().long().clamp(0, w - 1)  # (W,)
+    y = (cy + (torch.arange(h) - cy) / factor).round().long().clamp(0, h - 1)  # (H,)
+    return image[:, y[:, None], x[None, :]]
+
+
+def move_and_zoom(image: torch.Tensor, attrs: shapes.ShapeAttrs, rng: np.random.Generator,
+                  shift: int, scale: float) -> torch.Tensor:
+    """A Shapes image (C, S, S) zoomed about its object by a factor uniform in
+    [1 - scale, 1 + scale], then moved by up to ``shift`` pixels per axis, only as far as
+    keeps the object whole and off the border (so its shape and position stay true)."""
+    size = image.shape[-1]
+    cx, cy = shapes.center(attrs.position, size)
+    r0 = shapes.half_extent(attrs.size, size)
+    room = min(cx, cy, size - 1 - cx, size - 1 - cy) - 1  # pixels from the centre to 1 px in
+    factor = min(1 + scale * (2 * rng.random() - 1), room / r0)
+    r = math.ceil(r0 * factor)  # the half extent after zooming
+    if scale:
+        image = zoom(image, factor, (cx, cy))
+
+    def offset(c: int) -> int:  # uniform over the shifts that keep [c-r, c+r] in [1, S-2]
+        lo, hi = max(-shift, r + 1 - c), min(shift, size - 2 - r - c)
+        return int(rng.integers(lo, hi + 1)) if lo <= hi else 0
+
+    return translate(image, offset(cx), offset(cy))
 
 
 def shapes_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -243,7 +297,8 @@ def run_clip(recipe: ClipRecipe, out_dir: Path, name: str, resume: bool) -> dict
     tok = model.tokenize  # CLIP's BPE at the model's context length
     if recipe.data == "shapes":
         data = _ShapesPairs("train", cfg.steps * cfg.batch_size, recipe.caption_mode, model,
-                            recolor_prob=recipe.recolor_prob)
+                            recolor_prob=recipe.recolor_prob, shift=recipe.shift,
+                            scale=recipe.scale)
         collate = shapes_collate
     else:
         data, collate = _FolderPairs(recipe.data, model), caption_collate
@@ -366,28 +421,50 @@ _BASE = ClipRecipe(
     description="tiny CLIP (ViT 64px / 4-layer text) trained contrastively on Shapes",
 )
 
+# Second stages: the image tower alone, from shapes-clip-joint's (or from scratch: _LIT),
+# against shapes-clip-joint's text tower, frozen; shapes-t2i conditions on that text tower.
+_STAGE2 = replace(_BASE, init="shapes-clip-joint", freeze_text=True, shift=4,
+                  train=replace(_BASE.train, steps=1000, lr=3e-4, warmup_steps=50,
+                                ema_decay=0.995, seed=1))
+_LIT = replace(_BASE, init="shapes-clip-joint", init_parts="text", freeze_text=True,
+               train=replace(_BASE.train, seed=2))
+
 CLIP_RECIPES = {
-    "shapes-clip": _BASE,
-    # Experimental stage 2 (targets not met, see docs/clip.md): the image tower alone, half
-    # of the objects in off-palette colours with colour-free captions; the text tower (which
-    # shapes-t2i conditions on) stays exactly as in shapes-clip.
+    # Stage 1: both towers, jointly (its text tower is the one shapes-t2i conditions on).
+    "shapes-clip-joint": replace(
+        _BASE, description="tiny CLIP (ViT 64px / 4-layer text) trained contrastively on "
+                           "Shapes (stage 1 of shapes-clip)"),
+    # Stage 2, bundled: a fresh colour-split image tower (ColorSplitVision) against the
+    # frozen text tower (LiT), on images moved by up to 4 pixels.
+    "shapes-clip": replace(
+        _LIT, model_args={"vision": {"stem": "conv", "color_split": True}}, shift=4,
+        train=replace(_LIT.train, steps=1000),
+        description="shapes-clip-joint's text tower, frozen, and a new colour-split image "
+                    "tower trained against it"),
+    # Experimental stages 2 (targets not met, see docs/clip.md) on shapes-clip-joint's
+    # plain ViT image tower.
     "shapes-clip-recolor": replace(
-        _BASE, init="shapes-clip", freeze_text=True, recolor_prob=0.5,
+        _BASE, init="shapes-clip-joint", freeze_text=True, recolor_prob=0.5,
         train=replace(_BASE.train, steps=1000, lr=1e-3, warmup_steps=50, ema_decay=0.995,
                       seed=1),
-        description="shapes-clip, then its image tower fine-tuned on recoloured objects "
+        description="shapes-clip-joint, then its image tower tuned on recoloured objects "
                     "(experimental)",
     ),
-    # LiT (locked-image... here locked-text tuning): shapes-clip's text tower, frozen, and a
-    # new image tower trained against it from scratch.
+    **{name: replace(_STAGE2, description=f"shapes-clip-joint, then its image tower tuned "
+                                          f"{what} (experimental)", **changes)
+       for name, what, changes in (
+           ("shapes-clip-shift", "on images moved by up to 4 pixels", {}),
+           ("shapes-clip-zoom", "on moved and zoomed images", {"scale": 0.2}),
+           ("shapes-clip-mixed", "on moved images with mixed captions",
+            {"caption_mode": "mixed"}),
+           ("shapes-clip-mixed-recolor", "on moved images with mixed captions, half of them "
+            "recoloured", {"caption_mode": "mixed", "recolor_prob": 0.5}))},
+    # LiT (Zhai et al. 2022, there with the image tower locked; here the text tower is):
+    # shapes-clip's text tower, frozen, and a new image tower trained against it.
     "shapes-clip-lit": replace(
-        _BASE, init="shapes-clip", init_parts="text", freeze_text=True,
-        train=replace(_BASE.train, seed=2),
-        description="a fresh image tower trained against shapes-clip's frozen text tower",
-    ),
-    "shapes-clip-lit-recolor": replace(
-        _BASE, init="shapes-clip", init_parts="text", freeze_text=True, recolor_prob=0.5,
-        train=replace(_BASE.train, seed=2),
-        description="shapes-clip-lit with half of the objects in off-palette colours",
-    ),
+        _LIT, description="a fresh ViT image tower trained against shapes-clip-joint's "
+                          "frozen text tower (experimental)"),
+    "shapes-clip-lit-shift": replace(
+        _LIT, shift=4, description="shapes-clip-lit on images moved by up to 4 pixels "
+                                   "(experimental)"),
 }
