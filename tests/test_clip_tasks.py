@@ -136,7 +136,7 @@ def test_search_folder_with_cache(tiny, tmp_path, monkeypatch, capsys):
 
     with pytest.warns(UserWarning, match="broken.png"):
         index = ImageIndex(folder, mmgen.load(model_dir), "m1").build()
-    assert len(index.files) == 5 and index.embedded_now == 6
+    assert len(index.files) == 5 and index.embedded_now == 5  # broken.png is not
     hits = index.search(str(folder / "0.png"), k=2)  # image query finds itself first
     assert hits[0].file.endswith("0.png") and hits[0].score == pytest.approx(1.0, abs=1e-4)
 
@@ -154,8 +154,12 @@ def test_search_folder_with_cache(tiny, tmp_path, monkeypatch, capsys):
 
     assert cli.main(["search", str(folder), "a red circle", "--model", str(model_dir),
                      "--top-k", "3", "--json"]) == 0
-    hits = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    hits = json.loads(captured.out)
     assert len(hits) == 3 and all(h["file"].endswith(".png") for h in hits)
+    assert "index: 6 images (6 embedded now, 0 from cache)" in captured.err  # its own model id
+    assert cli.main(["search", str(folder), "a red circle", "--model", str(model_dir)]) == 0
+    assert "index: 6 images (0 embedded now, 6 from cache)" in capsys.readouterr().err
     assert cli.main(["search", str(tmp_path / "nope"), "x", "--model", str(model_dir)]) == 2
     assert "is not a folder" in capsys.readouterr().err
 

@@ -71,7 +71,7 @@ class ImageIndex:
         self.cache = cache_dir() / key
         self.files: list[str] = []
         self.embeddings = torch.empty(0)
-        self.embedded_now = 0  # how many images this call had to embed (0: cache reused)
+        self.embedded_now = 0  # how many images this call embedded (0: cache reused)
 
     def build(self) -> ImageIndex:
         """Load the cache, embed what is new or changed, save, and return ``self``.
@@ -96,7 +96,7 @@ class ImageIndex:
         if not self.files:
             raise ValueError(f"none of the images in {self.folder} could be read")
         self.embeddings = torch.stack([rows[f] for f in self.files])
-        self.embedded_now = len(todo)
+        self.embedded_now = len(new_files)  # (unreadable files are not counted)
         if todo or len(keep) != len(old_meta) or len(known_bad) != len(old_bad):
             self._save_cache({f: listing[f] for f in self.files}, {f: listing[f] for f in bad})
         return self
