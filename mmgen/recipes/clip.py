@@ -444,9 +444,7 @@ CLIP_RECIPES = {
     # Experimental stages 2 (targets not met, see docs/clip.md) on shapes-clip-joint's
     # plain ViT image tower.
     "shapes-clip-recolor": replace(
-        _BASE, init="shapes-clip-joint", freeze_text=True, recolor_prob=0.5,
-        train=replace(_BASE.train, steps=1000, lr=1e-3, warmup_steps=50, ema_decay=0.995,
-                      seed=1),
+        _STAGE2, shift=0, recolor_prob=0.5, train=replace(_STAGE2.train, lr=1e-3),
         description="shapes-clip-joint, then its image tower tuned on recoloured objects "
                     "(experimental)",
     ),
@@ -460,7 +458,7 @@ CLIP_RECIPES = {
            ("shapes-clip-mixed-recolor", "on moved images with mixed captions, half of them "
             "recoloured", {"caption_mode": "mixed", "recolor_prob": 0.5}))},
     # LiT (Zhai et al. 2022, there with the image tower locked; here the text tower is):
-    # shapes-clip's text tower, frozen, and a new image tower trained against it.
+    # shapes-clip-joint's text tower, frozen, and a new image tower trained against it.
     "shapes-clip-lit": replace(
         _LIT, description="a fresh ViT image tower trained against shapes-clip-joint's "
                           "frozen text tower (experimental)"),
