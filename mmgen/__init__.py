@@ -8,16 +8,9 @@ Public API::
     mmgen.load(name_or_path)               # a saved folder or a bundled model
 """
 
-__version__ = "0.1.0"
-
-from mmgen.registry import (  # noqa: E402
-    PretrainedModel,
-    create_model,
-    list_models,
-    list_pretrained,
-    load,
-    register_model,
-)
+from mmgen.hub import list_pretrained, load
+from mmgen.registry import PretrainedModel, create_model, list_models, register_model
+from mmgen.version import __version__
 
 __all__ = [
     "PretrainedModel",

@@ -45,7 +45,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """List registered architectures and bundled (pretrained) models."""
-    from mmgen.registry import list_models, list_pretrained
+    from mmgen.hub import list_pretrained
+    from mmgen.registry import list_models
 
     names = list_pretrained() if args.pretrained else list_models(args.pattern)
     print("\n".join(names) if names else "(none)")
@@ -54,7 +55,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Describe a saved or bundled model: class, config and parameter count."""
-    from mmgen.registry import PretrainedModel, model_dir, read_config
+    from mmgen.hub import model_dir
+    from mmgen.registry import PretrainedModel, read_config
 
     directory = model_dir(args.model)
     model = PretrainedModel.from_pretrained(directory)
@@ -64,91 +66,81 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Run a recipe (``--recipe NAME``) or an ad-hoc classifier training."""
-    from mmgen.recipes import list_recipes
+    """Run a recipe (``--recipe NAME``) or an ad-hoc training (``classifier``, ``clip``)."""
+    from mmgen.recipes import RECIPES, list_recipes
 
     if args.list:
-        from mmgen.recipes import RECIPES
-
         for name in list_recipes():
             print(f"{name:<20} {RECIPES[name].description}")
         return 0
     if args.recipe:
-        return _run_recipe(args)
+        from mmgen.recipes import get_recipe
+
+        recipe, name = get_recipe(args.recipe), args.recipe
+    elif args.task:
+        recipe = _adhoc_recipe(args)
+        name = Path(args.out).name if args.out else \
+            f"{recipe.model.split('/')[-1]}-{Path(recipe.data).name}"
+    else:
+        raise CLIError("say what to train: --recipe NAME (see --list), or 'classifier' / "
+                       "'clip' with --model and --data")
+    recipe = _with_overrides(recipe, args)
+    out = Path(args.out or f"runs/{name}")
+    results = recipe.run(out, name=name, resume=args.resume)
+    _print_results(results)
+    print(f"model saved to {out / 'model'}")
+    return _check_and_install(recipe, results, out / "model", name, args)
+
+
+def _adhoc_recipe(args: argparse.Namespace):
+    """A registered recipe's training, for another model or data set."""
+    from dataclasses import replace
+
+    from mmgen.recipes import CLIP_RECIPES, mnist_classifier
+
     if args.task == "classifier":
-        return _train_classifier(args)
-    if args.task == "clip":
-        return _train_clip(args)
-    raise CLIError("say what to train: --recipe NAME (see --list) or 'classifier --model ...'")
+        return mnist_classifier(args.model or "lenet5", args.data or "mnist")
+    base = CLIP_RECIPES["shapes-clip-joint"]  # clip
+    data = args.data or base.data
+    if data != "shapes" and not Path(data).is_dir():
+        raise CLIError(f"clip --data must be 'shapes' or a folder of captioned images: {data!r}")
+    return replace(base, model=args.model or base.model, data=data, targets={},
+                   description=f"CLIP on {data}")
 
 
-def _run_recipe(args: argparse.Namespace) -> int:
+def _with_overrides(recipe, args: argparse.Namespace):
+    """``recipe`` with the --steps / --batch-size / --lr / --seed given on the command line
+    (the run keeps its shape: see TrainConfig.with_steps)."""
+    from dataclasses import replace
+
+    train = recipe.train if args.steps is None else recipe.train.with_steps(args.steps)
+    given = {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
+    return replace(recipe, train=replace(train, **{k: v for k, v in given.items()
+                                                   if v is not None}))
+
+
+def _check_and_install(recipe, results: dict[str, float], folder: Path, name: str,
+                       args: argparse.Namespace) -> int:
+    """Report missed targets (exit 1), and copy the model where ``mmgen.load`` finds it."""
     import shutil
 
-    from mmgen.recipes import get_recipe, missed_targets
-    from mmgen.registry import BUNDLED_DIR
+    from mmgen.checkpoint import atomic_path
+    from mmgen.hub import user_model_dir
+    from mmgen.recipes import missed_targets
 
-    recipe = get_recipe(args.recipe)
-    out = Path(args.out or f"runs/{args.recipe}")
-    results = recipe.run(out, name=args.recipe, resume=args.resume)
-    _print_results(results)
     missed = missed_targets(results, recipe.targets)
     for line in missed:
         print(f"target missed: {line}", file=sys.stderr)
-    if args.install:
+    if args.install or args.install_dir:
         if missed and not args.allow_missed_targets:
             raise CLIError("not installing: the recipe missed its targets (see above); "
                            "--allow-missed-targets installs it anyway")
-        dest = BUNDLED_DIR / args.recipe
-        shutil.rmtree(dest, ignore_errors=True)
-        shutil.copytree(out / "model", dest)
-        print(f"installed {dest}")
+        dest = Path(args.install_dir or user_model_dir()) / name
+        with atomic_path(dest) as tmp:
+            shutil.copytree(folder, tmp)
+        print(f"installed {dest} (mmgen.load({name!r}) finds it)"
+              if args.install_dir is None else f"installed {dest}")
     return 1 if missed else 0
-
-
-def _train_classifier(args: argparse.Namespace) -> int:
-    from mmgen.recipes.classifiers import ClassifierRecipe, run_classifier
-    from mmgen.train import TrainConfig
-
-    if args.data == "shapes":
-        raise CLIError("use --recipe shapes-classifier for the Shapes attribute classifier")
-    if args.data not in ("mnist", "mnist32"):
-        raise CLIError(f"classifier --data must be mnist or mnist32, got {args.data!r}")
-    model = args.model if "/" in args.model else f"cnn/{args.model}"
-    model_args = {"num_classes": 10, "in_channels": 1}
-    if model == "cnn/lenet5":
-        model_args["input_size"] = 28 if args.data == "mnist" else 32
-    else:
-        model_args["stem"] = "small"
-    recipe = ClassifierRecipe(
-        model=model, data=args.data, model_args=model_args,
-        train=TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                          lr_schedule="cosine", warmup_steps=min(200, args.steps // 10),
-                          weight_decay=0.05, ema_decay=0.999 if args.steps >= 1000 else 0.0,
-                          ckpt_every=max(1, args.steps // 5), seed=args.seed))
-    out = Path(args.out or f"runs/{model.split('/')[-1]}-{args.data}")
-    _print_results(run_classifier(recipe, out, name=out.name, resume=args.resume))
-    print(f"model saved to {out / 'model'}")
-    return 0
-
-
-def _train_clip(args: argparse.Namespace) -> int:
-    from mmgen.recipes.clip import ClipRecipe
-    from mmgen.train import TrainConfig
-
-    data = args.data if args.data != "mnist" else "shapes"  # --data defaults to mnist
-    if data != "shapes" and not Path(data).is_dir():
-        raise CLIError(f"clip --data must be 'shapes' or a folder of captioned images: {data!r}")
-    model = args.model if args.model.startswith("clip/") else "clip/tiny"
-    recipe = ClipRecipe(
-        model=model, data=data,
-        train=TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                          lr_schedule="cosine", warmup_steps=min(200, args.steps // 10),
-                          weight_decay=0.1, ckpt_every=max(1, args.steps // 5), seed=args.seed))
-    out = Path(args.out or "runs/clip")
-    _print_results(recipe.run(out, name=out.name, resume=args.resume))
-    print(f"model saved to {out / 'model'}")
-    return 0
 
 
 def _print_results(results: dict[str, float]) -> None:
@@ -159,7 +151,7 @@ def _print_results(results: dict[str, float]) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     """Search a folder of images by text (or by an example image) with a CLIP model."""
     from mmgen.clip.search import ImageIndex
-    from mmgen.registry import load, model_dir
+    from mmgen.hub import load, model_dir
 
     directory = model_dir(args.model)
     index = ImageIndex(args.folder, load(directory), model_id=_model_id(directory)).build()
@@ -183,8 +175,9 @@ def _model_id(directory: Path) -> str:
 def cmd_classify(args: argparse.Namespace) -> int:
     """Classify image files with a bundled or saved classifier."""
     from mmgen.cnn.predict import classify_files
+    from mmgen.hub import load
 
-    rows = classify_files(args.images, args.model, top_k=args.top_k)
+    rows = classify_files(args.images, load(args.model), top_k=args.top_k)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -205,33 +198,31 @@ DEFAULT_T2I_MODEL = "shapes-t2i"
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Generate images from a prompt (or re-create one from a PNG's parameters)."""
-    from mmgen.diffusion.metadata import read_params
+    from dataclasses import replace
 
-    opts = {"negative_prompt": args.negative_prompt, "sampler": args.sampler,
-            "steps": args.steps, "guidance": args.guidance, "seed": args.seed,
-            "height": args.height, "width": args.width}
-    prompt, model = args.prompt, args.model
+    from mmgen.diffusion.metadata import GenerationRequest, read_params
+
+    given = {"prompt": args.prompt, "negative_prompt": args.negative_prompt,
+             "sampler": args.sampler, "steps": args.steps, "guidance": args.guidance,
+             "seed": args.seed, "height": args.height, "width": args.width}
+    given = {k: v for k, v in given.items() if v is not None}
+    model = args.model
     if args.from_image:
         params = read_params(args.from_image)
-        if prompt is None:
-            prompt = params.prompt
+        request = replace(params.request(), **given)
         model = model or params.model
-        stored = {"negative_prompt": params.negative_prompt, "sampler": params.sampler,
-                  "steps": params.steps, "guidance": params.guidance, "seed": params.seed,
-                  "height": params.height, "width": params.width}
-        opts = {k: v if v is not None else stored[k] for k, v in opts.items()}
-    if prompt is None or not prompt.strip():
+    else:
+        request = GenerationRequest(**{"prompt": None, **given})
+    request = replace(request, num_images=args.num_images)
+    if request.prompt is None or not request.prompt.strip():
         raise CLIError("give a non-empty PROMPT (or --from-image PNG)")
-    files, grid = _output_paths(args.out, prompt, args.num_images)
-    from mmgen.registry import load  # imported late: argument errors stay instant
+    files, grid = _output_paths(args.out, request.prompt, args.num_images)
+    from mmgen.hub import load  # imported late: argument errors stay instant
 
     pipe = load(model or DEFAULT_T2I_MODEL, dtype=args.dtype)
-    if not hasattr(pipe, "decode_latents"):
+    if not hasattr(pipe, "generate"):
         raise CLIError(f"{model} is not a text-to-image model")
-    images = pipe(prompt, opts["negative_prompt"], steps=opts["steps"],
-                  guidance=opts["guidance"], sampler=opts["sampler"], seed=opts["seed"],
-                  num_images=args.num_images, height=opts["height"], width=opts["width"])
-    return _write_outputs(images, files, grid, args.json)
+    return _write_outputs(pipe.generate(request), files, grid, args.json)
 
 
 def _output_paths(out: str | None, prompt: str, n: int) -> tuple[list[Path], Path | None]:
@@ -310,19 +301,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default runs/NAME)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--install", action="store_true",
-                   help="copy the result into the package's bundled weights")
+                   help="copy the result into your model directory ($MMGEN_HOME/models or "
+                        "~/.local/share/mmgen/models), where mmgen.load(NAME) finds it")
+    p.add_argument("--install-dir", metavar="DIR",
+                   help="install into DIR/NAME instead (mmgen/weights to bundle it with the "
+                        "package)")
     p.add_argument("--allow-missed-targets", action="store_true",
                    help="with --install: install even if targets were missed (the measured "
                         "results stay in the model's config.json)")
-    p.add_argument("--model", default="lenet5",
-                   help="architecture: classifier (lenet5, resnet18, ...) or clip (clip/tiny)")
-    p.add_argument("--data", default="mnist",
-                   help="classifier: mnist or mnist32; clip: shapes or a folder of captioned "
-                        "images")
-    p.add_argument("--steps", type=_positive_int, default=2000)
-    p.add_argument("--batch-size", type=_positive_int, default=128)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", help="ad-hoc architecture: classifier (lenet5, resnet18, ...; "
+                                    "default lenet5) or clip (default clip/shapes-tiny)")
+    p.add_argument("--data", help="ad-hoc data: classifier mnist (default) or mnist32; clip "
+                                   "shapes (default) or a folder of captioned images")
+    p.add_argument("--steps", type=_positive_int,
+                   help="optimizer steps (default: the recipe's; warm-up, checkpoints and EMA "
+                        "scale with it)")
+    p.add_argument("--batch-size", type=_positive_int, help="default: the recipe's")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
+    p.add_argument("--seed", type=int, help="default: the recipe's")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="text-to-image: write PNGs with their parameters")
@@ -376,7 +372,7 @@ def _positive_int(text: str) -> int:
 
 
 def _version() -> str:
-    from mmgen import __version__
+    from mmgen.version import __version__
 
     return __version__
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -114,8 +114,8 @@ def system_info() -> dict[str, str]:
     import accelerate
     import safetensors
 
-    from mmgen import __version__
     from mmgen.nn import available_attention_backends, get_attention_backend
+    from mmgen.version import __version__
 
     dev = resolve_device("auto")
     info = {
@@ -137,3 +137,10 @@ def system_info() -> dict[str, str]:
     if dev.type == "cuda":
         info["cuda device"] = torch.cuda.get_device_name(0)
     return info
+
+
+@torch.no_grad()
+def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, size: int = 250
+            ) -> torch.Tensor:
+    """``fn`` over ``x`` in chunks of ``size`` items (bounded memory), concatenated, in fp32."""
+    return torch.cat([fn(x[i:i + size]).float() for i in range(0, len(x), size)])

@@ -7,7 +7,8 @@ by name (``"cnn/resnet18"``) as factory functions, timm-style::
     def toy_mlp(**overrides) -> MLP:
         return MLP(MLPConfig(**overrides))
 
-A saved model is a directory with two files:
+Loading by name or path, bundled models and other formats live one floor up, in
+:mod:`mmgen.hub`. A saved model is a directory with two files:
 
 * ``config.json``: ``{"model": <registered name or null>, "class": <module.Class>,
   "config": <the config dataclass as JSON>, "mmgen_version": ...}``
@@ -25,7 +26,7 @@ import json
 import os
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -33,15 +34,15 @@ import torch
 from torch import nn
 
 from mmgen.checkpoint import atomic_path, load_state_dict, save_state_dict
+from mmgen.version import __version__
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-# Where bundled (pretrained, shipped-with-the-package) models live: one folder each.
-BUNDLED_DIR = Path(__file__).parent / "weights"
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
-_CLASSES: dict[str, type[PretrainedModel]] = {}
+_CLASSES: dict[str, type] = {}  # class path -> loadable class (models and pipelines)
 M = TypeVar("M", bound="PretrainedModel")
+T = TypeVar("T")
 
 
 # ----------------------------------------------------------------------------- registry
@@ -87,7 +88,38 @@ def _import_families() -> None:
                 raise
 
 
+def register_presets(family: str, presets: Mapping[str, Any], cls: type[M]) -> None:
+    """Register ``family/<name>`` for each named config of ``presets``: a factory that builds
+    ``cls(config)`` with fields replaced by its keyword arguments (see :func:`with_overrides`)."""
+    for name, config in presets.items():
+        create = _preset_factory(cls, config)
+        create.__name__ = create.__qualname__ = f"{family}_{name}".replace("-", "_")
+        register_model(f"{family}/{name}")(create)
+
+
+def _preset_factory(cls: type[M], config: Any) -> Callable[..., M]:
+    def create(**overrides: Any) -> M:
+        return cls(with_overrides(config, overrides))
+
+    return create
+
+
 # ----------------------------------------------------------------------------- configs
+
+
+def with_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
+    """A copy of a config dataclass with fields replaced; a dict for a nested config field
+    updates that config (``create_model("clip/tiny", text={"layers": 2})``). An unknown field
+    is a ``TypeError`` naming the fields there are."""
+    names = {f.name for f in dataclasses.fields(config)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise TypeError(f"{type(config).__name__} has no field(s) {unknown}; fields: "
+                        f"{sorted(names)}")
+    resolved = {k: with_overrides(getattr(config, k), v)
+                if isinstance(v, dict) and dataclasses.is_dataclass(getattr(config, k)) else v
+                for k, v in overrides.items()}
+    return dataclasses.replace(config, **resolved)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -133,7 +165,28 @@ def _coerce(tp: Any, value: Any) -> Any:
 # ----------------------------------------------------------------------------- models
 
 
-class PretrainedModel(nn.Module):
+def class_path(cls: type) -> str:
+    """``module.Class``: how a saved folder names the class that loads it."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_class(cls: type) -> type:
+    """Make ``cls`` loadable by :func:`resolve_class` (models and pipelines do it themselves
+    through ``__init_subclass__``)."""
+    _CLASSES[class_path(cls)] = cls
+    return cls
+
+
+class Loadable:
+    """A class whose saved folders name it: every subclass is registered for
+    :func:`resolve_class` (models and pipelines)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        register_class(cls)
+
+
+class PretrainedModel(Loadable, nn.Module):
     """Base class: a module built from ``config`` that can save and load itself.
 
     Subclasses set ``config_class`` and call ``super().__init__(config)`` first.
@@ -153,10 +206,6 @@ class PretrainedModel(nn.Module):
         # JSON-able facts saved with the weights: class labels, preprocessing, results, ...
         self.info: dict[str, Any] = {}
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        _CLASSES[_class_path(cls)] = cls
-
     def save_pretrained(self, directory: str | os.PathLike,
                         dtype: torch.dtype | None = None) -> Path:
         """Write ``config.json`` and ``model.safetensors`` to ``directory`` (atomically).
@@ -169,10 +218,10 @@ class PretrainedModel(nn.Module):
         directory = Path(directory)
         meta = {
             "model": self.model_name,
-            "class": _class_path(type(self)),
+            "class": class_path(type(self)),
             "config": config_to_dict(self.config),
             "info": self.info,
-            "mmgen_version": _version(),
+            "mmgen_version": __version__,
         }
         state = self.state_dict()
         if dtype is not None:
@@ -187,9 +236,7 @@ class PretrainedModel(nn.Module):
     def from_pretrained(cls: type[M], directory: str | os.PathLike) -> M:
         """Load a model saved by :meth:`save_pretrained` (exact weights, eval mode)."""
         meta = read_config(directory)
-        saved_cls = _resolve_class(meta["class"])
-        if not issubclass(saved_cls, cls):
-            raise TypeError(f"{directory} holds a {meta['class']}, not a {cls.__name__}")
+        saved_cls = resolve_class(meta["class"], cls)
         model = saved_cls(config_from_dict(saved_cls.config_class, meta["config"]))
         state = load_state_dict(_weights_file(Path(directory)))
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -203,12 +250,11 @@ class PretrainedModel(nn.Module):
         return model.eval()
 
 
-def _class_path(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _resolve_class(path: str) -> type[PretrainedModel]:
-    """Map a ``module.Class`` path to a PretrainedModel subclass, importing only mmgen modules."""
+def resolve_class(path: str, base: type[T]) -> type[T]:
+    """The registered class at ``module.Class`` ``path``, a subclass of ``base``; importing
+    only mmgen modules, so a checkpoint can never make mmgen run other code."""
+    if not isinstance(path, str):
+        raise ValueError(f"a saved class must be named by a 'module.Class' string, got {path!r}")
     if path not in _CLASSES:
         module = path.rpartition(".")[0]
         if module != "mmgen" and not module.startswith("mmgen."):
@@ -221,7 +267,10 @@ def _resolve_class(path: str) -> type[PretrainedModel]:
             raise ValueError(f"checkpoint names unknown class {path!r}") from None
     if path not in _CLASSES:
         raise ValueError(f"checkpoint names unknown class {path!r}")
-    return _CLASSES[path]
+    found = _CLASSES[path]
+    if not issubclass(found, base):
+        raise TypeError(f"the folder holds a {path}, not a {base.__name__}")
+    return found
 
 
 def _weights_file(directory: Path) -> Path:
@@ -231,74 +280,32 @@ def _weights_file(directory: Path) -> Path:
     raise FileNotFoundError(f"{directory} has no {WEIGHTS_NAME}")
 
 
-def _version() -> str:
-    from mmgen import __version__
-
-    return __version__
-
-
 def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     """Read and check ``config.json`` of a saved model directory."""
-    path = Path(directory) / CONFIG_NAME
+    return read_folder_meta(directory, CONFIG_NAME, "an mmgen model folder")
+
+
+def read_folder_meta(directory: str | os.PathLike, name: str, what: str) -> dict[str, Any]:
+    """Read ``directory/name``, a JSON object with a ``"class"`` string and a ``"config"``
+    object (a model's ``config.json``, a pipeline's ``pipeline.json``); a clear error that
+    ``directory`` is not ``what`` otherwise."""
+    path = Path(directory) / name
     if not path.is_file():
-        raise FileNotFoundError(f"{directory} is not an mmgen model folder (no {CONFIG_NAME})")
+        raise FileNotFoundError(f"{directory} is not {what} (no {name})")
     try:
         meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(meta, dict) or "class" not in meta or "config" not in meta:
-        raise ValueError(f"{path} lacks the 'class' and 'config' entries of an mmgen model")
+    if not isinstance(meta, dict) or not isinstance(meta.get("class"), str) \
+            or not isinstance(meta.get("config"), dict):
+        raise ValueError(f"{path} lacks the 'class' and 'config' entries of {what}")
     return meta
 
 
-PIPELINE_CONFIG = "pipeline.json"  # marks a text-to-image pipeline folder
-
-
-def _is_model_folder(path: Path) -> bool:
-    return (path / CONFIG_NAME).is_file() or (path / PIPELINE_CONFIG).is_file()
-
-
-def list_pretrained() -> list[str]:
-    """Names of the models bundled with this installation (loadable offline by name)."""
-    if not BUNDLED_DIR.is_dir():
-        return []
-    return sorted(p.name for p in BUNDLED_DIR.iterdir() if _is_model_folder(p))
-
-
-def model_dir(name_or_path: str | os.PathLike) -> Path:
-    """The folder of a saved model path or of a bundled model name; a clear error otherwise."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    if str(name_or_path) and _is_model_folder(BUNDLED_DIR / str(name_or_path)):
-        return BUNDLED_DIR / str(name_or_path)
-    bundled = ", ".join(list_pretrained()) or "none yet"
-    raise FileNotFoundError(
-        f"{str(name_or_path)!r} is neither a model folder nor a bundled model "
-        f"(bundled: {bundled}); create untrained models with mmgen.create_model"
-    )
-
-
-def load(name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
-    """Load a model or pipeline, offline.
-
-    Accepts a bundled name (``mmgen.load("mnist-lenet5")``, ``mmgen.load("shapes-t2i")``), a
-    folder saved by mmgen (a model's ``config.json`` or a pipeline's ``pipeline.json``), a
-    Stable Diffusion folder in diffusers' layout (``model_index.json``), or an original
-    Stable Diffusion single file (``.safetensors`` / ``.ckpt``). Pipelines take ``device``
-    and ``dtype`` keyword arguments.
-    """
-    path = Path(name_or_path)
-    directory = None if path.is_file() else model_dir(name_or_path)
-    if directory is None or not (directory / CONFIG_NAME).is_file():
-        from mmgen.diffusion.pipeline import TextToImagePipeline
-
-        if directory is None:
-            return TextToImagePipeline.from_single_file(path, **kwargs)
-        if (directory / PIPELINE_CONFIG).is_file():
-            return TextToImagePipeline.from_pretrained(directory, **kwargs)
-        if (directory / "model_index.json").is_file():
-            return TextToImagePipeline.from_diffusers_folder(directory, **kwargs)
-    if kwargs:
-        raise TypeError(f"unexpected argument(s) {sorted(kwargs)} for a single model")
-    return PretrainedModel.from_pretrained(directory)
+def update_info(directory: str | os.PathLike, info: dict[str, Any]) -> None:
+    """Replace the ``info`` of a saved model folder (its ``config.json``, atomically), e.g. to
+    record results measured on the saved weights without writing the weights again."""
+    meta = read_config(directory)
+    meta["info"] = info
+    with atomic_path(Path(directory) / CONFIG_NAME) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")

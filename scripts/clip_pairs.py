@@ -3,7 +3,7 @@
 For every pair of ``test_compositional`` (and overall), three readings of the shape:
 
 * ``ensemble``: the zero-shot protocol of the recipe (class embedding = mean over the prompts
-  "a {colour} {shape}" of all colours; ``mmgen.recipes.clip.ATTRIBUTE_TEMPLATES``);
+  "a {colour} {shape}" of all colours; ``mmgen.metrics.shapes_benchmark.ATTRIBUTE_TEMPLATES``);
 * ``joint``: the shape of the best of the 24 prompts "a {colour} {shape}";
 * ``shape-only``: the best of the 4 prompts "a {shape}".
 
@@ -40,6 +40,9 @@ def load(weights: str, recipe: str | None):
     from mmgen.recipes import get_recipe
     from mmgen.registry import create_model
 
+    if recipe.startswith("shapes-clip-") and recipe != "shapes-clip-joint":
+        import experiments.shapes_clip_stage2  # noqa: F401  (registers the experiments)
+
     spec = get_recipe(recipe)
     model = create_model(spec.model, **spec.model_args)
     model.load_state_dict(load_state_dict(weights))
@@ -50,12 +53,12 @@ def load(weights: str, recipe: str | None):
 def readings(model, n: int) -> dict:
     from mmgen.clip.zero_shot import class_embeddings, encode_images
     from mmgen.data import shapes
-    from mmgen.recipes.clip import attribute_templates, to_model_input
+    from mmgen.metrics.shapes_benchmark import attribute_templates, clip_input
 
     model.float().eval()
     tok = model.tokenize
     batch = shapes.ShapesDataset("test_compositional", length=n, seed=1).as_tensors()
-    image = encode_images(model, to_model_input(model, batch["image"]))  # (n, D)
+    image = encode_images(model, clip_input(model, batch["image"]))  # (n, D)
     ensemble = class_embeddings(model, tok, shapes.SHAPES, attribute_templates("shape"))
     pairs = [(c, s) for c in shapes.COLORS for s in shapes.SHAPES]
     joint = model.encode_text(tok([f"a {c} {s}" for c, s in pairs]), normalize=True)

@@ -17,7 +17,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from mmgen.recipes.classifiers import ClassifierRecipe, run_classifier
+from mmgen.recipes.classifiers import ClassifierRecipe
 from mmgen.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def main() -> None:
     table = json.loads(out_file.read_text()) if out_file.exists() else {}
     for model in args.models:
         with tempfile.TemporaryDirectory() as tmp:
-            results = run_classifier(recipe(model, args.steps), tmp, name=model)
+            results = recipe(model, args.steps).run(tmp, name=model)
         table[model] = {"steps": args.steps, "batch_size": 64,
                         "test_accuracy": results["test/accuracy"],
                         "train_seconds": results["train_seconds"]}

@@ -17,7 +17,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import mmgen
-from mmgen.registry import BUNDLED_DIR, list_pretrained, read_config
+from mmgen.hub import BUNDLED_DIR
+from mmgen.registry import read_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHITECTURES = [  # (registered name, overrides, input (C, H, W))
@@ -33,6 +34,12 @@ ARCHITECTURES = [  # (registered name, overrides, input (C, H, W))
     ("cnn/attribute_net", {}, (3, 64, 64)),
 ]
 
+
+
+def _bundled() -> list[str]:
+    """Names of the models shipped in the package (not the user's installed ones)."""
+    return sorted(p.name for p in BUNDLED_DIR.iterdir()
+                  if (p / "config.json").is_file() or (p / "pipeline.json").is_file())
 
 def count(name: str, overrides: dict, shape: tuple[int, ...]) -> tuple[int, float]:
     model = mmgen.create_model(name, **overrides).eval()
@@ -61,7 +68,7 @@ def bundled_table(family: str = "cnn") -> list[str]:
     rows = [f"| bundled model | architecture | parameters |{flops_col} results (fp16 weights) "
             "| training time (2-core CPU) | size |",
             "|---|---|---:|" + ("" if clip else "---:|") + "---|---:|---:|"]
-    for name in list_pretrained():
+    for name in _bundled():
         if not (BUNDLED_DIR / name / "config.json").is_file():
             continue  # a pipeline folder
         meta = read_config(BUNDLED_DIR / name)
@@ -91,7 +98,7 @@ def pipeline_table() -> list[str]:
     (DDIM 25 at the default guidance, which the recipe selected), training time, size."""
     rows = ["| bundled pipeline | parameters (U-Net / VAE / text) | default | results (fp16 "
             "weights) | U-Net training time (2-core CPU) | size |", "|---|---|---|---|---:|---:|"]
-    for name in list_pretrained():
+    for name in _bundled():
         folder = BUNDLED_DIR / name
         if not (folder / "pipeline.json").is_file():
             continue

@@ -108,7 +108,7 @@ def test_unknown_recipe_and_model_errors(capsys):
     assert cli.main(["train", "--recipe", "nope"]) == 2
     assert "unknown recipe 'nope'" in capsys.readouterr().err
     assert cli.main(["classify", "x.png", "--model", "no-such-model"]) == 2
-    assert "neither a model folder nor a bundled model" in capsys.readouterr().err
+    assert "neither a model folder nor an installed or bundled model" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name, goal", [("mnist-lenet5", 0.98), ("mnist-resnet18", 0.985)])

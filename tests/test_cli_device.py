@@ -31,7 +31,7 @@ def test_user_errors_are_one_line_with_exit_2(tmp_path, capsys):
     assert cli.main(["inspect", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("mmgen inspect: error:")
-    assert "neither a model folder nor a bundled model" in err
+    assert "neither a model folder nor an installed or bundled model" in err
     # argparse errors too: one line, exit 2.
     res = run_cli("models", "--no-such-flag")
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr

@@ -25,7 +25,7 @@ from mmgen.clip import (
     tokenize,
 )
 from mmgen.interop import KeyMapError, from_open_clip, from_transformers
-from mmgen.nn import set_attention_backend
+from mmgen.nn import QuickGELU, set_attention_backend
 
 TOL = 1e-4
 TEXTS = ["", "a photo of a cat", "A large RED circle in the top-left, on a white background!",
@@ -64,8 +64,8 @@ def _small_open_clip(quick_gelu: bool = True, **text) -> torch.nn.Module:
 def test_open_clip_vit_b32_parity(open_clip_b32):
     model = from_open_clip(open_clip_b32)
     gelu = {"activation": "gelu"}  # open_clip's "ViT-B-32" (not "-quickgelu") uses nn.GELU
-    expected = mmgen.clip.model.with_overrides(PRESETS["vit-b-32"],
-                                               {"vision": gelu, "text": gelu})
+    expected = mmgen.registry.with_overrides(PRESETS["vit-b-32"],
+                                             {"vision": gelu, "text": gelu})
     assert model.config == expected and not model.training
     torch.manual_seed(2)
     images = torch.randn(2, 3, 224, 224)
@@ -258,8 +258,9 @@ def test_tokenizer_matches_open_clip():
 
 
 def test_registry_round_trip(tmp_path):
-    assert {"clip/vit-b-32", "clip/vit-b-16", "clip/vit-l-14", "clip/tiny",
-            "clip/text-sd15"} <= set(mmgen.list_models("clip/*"))
+    assert set(mmgen.list_models("clip/*")) == {
+        "clip/vit-b-32", "clip/vit-b-16", "clip/vit-l-14", "clip/tiny", "clip/text-sd15",
+        "clip/shapes-tiny", "clip/shapes-tiny-color-split"}
     torch.manual_seed(7)
     model = mmgen.create_model("clip/tiny").eval()
     assert model.model_name == "clip/tiny" and model.config.text.context_length == 32
@@ -274,6 +275,7 @@ def test_registry_round_trip(tmp_path):
             assert torch.equal(a, b)
     sd = mmgen.create_model("clip/text-sd15", layers=1)
     assert isinstance(sd, CLIPTextModel) and sd.text_projection is None
+    assert isinstance(sd.transformer.resblocks[0].mlp.gelu, QuickGELU)  # mmgen.nn's, OpenAI's
     assert mmgen.create_model("clip/tiny", text={"layers": 1}).config.text.layers == 1
 
 
@@ -283,8 +285,8 @@ def test_attention_backends_agree(monkeypatch):
     model = mmgen.create_model("clip/tiny").eval()
     images, tokens = torch.randn(2, 3, 64, 64), tokenize(TEXTS, context_length=32)
     calls = []
-    attention = mmgen.clip.model.attention
-    monkeypatch.setattr(mmgen.clip.model, "attention",
+    attention = mmgen.clip.transformer.attention
+    monkeypatch.setattr(mmgen.clip.transformer, "attention",
                         lambda *a, **k: calls.append(1) or attention(*a, **k))
     outputs = {}
     for backend in ("math", "sdpa", "chunked"):
@@ -335,3 +337,8 @@ def test_shapes_and_errors():
         CLIPTextModel(TextConfig(layers=1, activation="relu"))
     with pytest.raises(TypeError, match="no field"):
         mmgen.create_model("clip/tiny", text={"depth": 2})
+    # The Shapes options are not fields of the OpenAI-compatible configs (mmgen.clip.shapes).
+    with pytest.raises(TypeError, match=r"no field\(s\) \['color_split'\]"):
+        mmgen.create_model("clip/tiny", vision={"color_split": True})
+    with pytest.raises(TypeError, match=r"no field\(s\) \['kept_tokens'\]"):
+        mmgen.create_model("clip/tiny", text={"kept_tokens": 3})

@@ -9,16 +9,35 @@ import torch.nn.functional as F
 
 import mmgen
 from mmgen import cli
-from mmgen.clip import class_embeddings, clip_score, retrieve, zero_shot
+from mmgen.clip import (
+    CLIPTextModel,
+    ShapesCLIP,
+    ShapesTextConfig,
+    ShapesTextModel,
+    class_embeddings,
+    retrieve,
+    zero_shot,
+)
 from mmgen.clip.search import ImageIndex
 from mmgen.clip.train import ContrastiveObjective, caption_collate
 from mmgen.data.shapes import ShapesDataset, render
+from mmgen.data.shapes_training import ShapesPairs, shapes_collate
+from mmgen.metrics import ScoringCLIP, clip_score
+from mmgen.metrics.shapes_benchmark import clip_input
 
 
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
     return mmgen.create_model("clip/tiny", vision={"layers": 1}, text={"layers": 1}).eval()
+
+
+@pytest.fixture(scope="module")
+def shapes_tiny():
+    """A ShapesCLIP with a full vocabulary (the restricted one is made from it)."""
+    torch.manual_seed(0)
+    return mmgen.create_model("clip/shapes-tiny", vision={"layers": 1},
+                              text={"layers": 1}).eval()
 
 
 def test_contrastive_objective_is_symmetric_infonce(tiny):
@@ -38,9 +57,7 @@ def test_contrastive_objective_is_symmetric_infonce(tiny):
 def test_contrastive_objective_with_several_positives(tiny):
     """Duplicate captions and captions naming a subset of attributes are positives for every
     image they describe; each row's target is uniform over its positives."""
-    from mmgen.recipes.clip import _ShapesPairs, shapes_collate
-
-    data = _ShapesPairs("train", 64, "factored", tiny)
+    data = ShapesPairs("train", 64, "factored", lambda image: clip_input(tiny, image))
     batch = shapes_collate([data[i] for i in range(24)])
     pos = batch["positives"]
     labels = torch.stack([data[i]["labels"] for i in range(24)])
@@ -68,10 +85,12 @@ def test_contrastive_objective_with_several_positives(tiny):
 
 
 @pytest.mark.filterwarnings("ignore:.*outside this model's")  # "zebra", on purpose
-def test_text_model_with_restricted_vocabulary(tiny, tmp_path):
+def test_text_model_with_restricted_vocabulary(shapes_tiny, tmp_path):
+    tiny = shapes_tiny
     tokens = tiny.tokenize(["a red circle", "a zebra circle"])
     keep = tiny.tokenize(["a red circle"]).flatten().tolist()
     text = tiny.text_model(keep_tokens=keep)
+    assert isinstance(text, ShapesTextModel) and text.config.kept_tokens == len(set(keep)) + 1
     assert text.token_embedding.weight.shape[0] == len(set(keep)) + 1
     full = tiny.encode_text_states(tokens[:1])
     small = text.encode_text_states(tokens[:1])
@@ -79,31 +98,81 @@ def test_text_model_with_restricted_vocabulary(tiny, tmp_path):
     assert torch.equal(full.embeds, small.embeds)
     assert text.unknown_tokens(tokens).sum(1).tolist() == [0, 1]  # "zebra"
     loaded = mmgen.load(text.save_pretrained(tmp_path / "text"))
+    assert isinstance(loaded, ShapesTextModel) and loaded.config == text.config
     assert torch.equal(loaded.encode_text_states(tokens).last_hidden_state,
                        text.encode_text_states(tokens).last_hidden_state)
     assert torch.equal(tiny.text_model().state_dict()["token_embedding.weight"],
                        tiny.state_dict()["token_embedding.weight"])
 
 
-def test_clip_with_restricted_vocabulary_is_exact_and_warns_on_unknown_words(tiny, tmp_path):
+def test_plain_clip_knows_nothing_of_the_shapes_options(tiny):
+    """CLIP / CLIPTextModel keep OpenAI's configs: a full vocabulary, the last hidden state
+    as the context; the Shapes options are ShapesCLIP's and ShapesTextModel's."""
+    text = tiny.text_model()
+    assert type(text) is CLIPTextModel and "token_map" not in text.state_dict()
+    tokens = tiny.tokenize(["a red circle", "a zebra circle"])
+    assert not text.unknown_tokens(tokens).any()
+    assert text.context_dim == 128
+    assert torch.equal(text.encode_context(tokens),
+                       text.encode_text_states(tokens).last_hidden_state)
+    with pytest.raises(TypeError, match="keep_tokens"):
+        tiny.text_model(keep_tokens=[1, 2])
+    assert not hasattr(tiny, "with_vocabulary")
+
+
+def test_clip_with_restricted_vocabulary_is_exact_and_warns_on_unknown_words(shapes_tiny,
+                                                                             tmp_path):
+    tiny = shapes_tiny
     images = tiny.normalize_images(torch.rand(2, 3, 64, 64))
     known = tiny.tokenize(["a red circle", "a blue plus"])
     small = tiny.with_vocabulary(tiny.tokenize(["a red circle a blue plus"]).flatten().tolist())
+    assert isinstance(small, ShapesCLIP)
+    assert small.config.kept_tokens == len(small.token_map.unique())  # known rows + unknown
     assert small.token_embedding.weight.shape[0] < 20  # from 49,408 rows
-    assert small.model_name == tiny.model_name == "clip/tiny"
+    assert small.model_name == tiny.model_name == "clip/shapes-tiny"
     assert torch.equal(small.encode_text(known), tiny.encode_text(known))
     assert torch.equal(small.encode_image(images), tiny.encode_image(images))
     loaded = mmgen.load(small.save_pretrained(tmp_path / "small"))
+    assert isinstance(loaded, ShapesCLIP) and loaded.config == small.config
     assert torch.equal(loaded.encode_text(known), tiny.encode_text(known))
     with pytest.warns(UserWarning, match="1 token\\(s\\) are outside this model's"):
         loaded.encode_text(tiny.tokenize(["a zebra circle"]))
     text = loaded.text_model(keep_tokens=known.flatten().tolist())  # already restricted: kept
+    assert text.config.kept_tokens == small.config.kept_tokens
     assert torch.equal(text.encode_text_states(known).last_hidden_state,
                        tiny.encode_text_states(known).last_hidden_state)
     with pytest.raises(ValueError, match="outside this model's restricted vocabulary"):
         loaded.text_model(keep_tokens=tiny.tokenize(["zebra"]).flatten().tolist())
     with pytest.raises(ValueError, match="already restricted"):
         small.with_vocabulary([1, 2])
+    with pytest.raises(ValueError, match="keep_tokens must be ids in"):
+        tiny.with_vocabulary([49408])
+
+
+def test_shapes_text_model_context():
+    """encode_context: "last" is the last hidden state; "last+input" appends the
+    layer-normalised input embeddings (N, L, 2W), the same for a word in every caption."""
+    torch.manual_seed(0)
+    clip = mmgen.create_model("clip/shapes-tiny", text={"layers": 2}, vision={"layers": 1})
+    tokens = clip.tokenize(["a red circle", "a purple circle"])  # "circle" is token 3 in both
+    last = clip.text_model()
+    both = clip.text_model(context="last+input")
+    w = last.text_config.width
+    assert (last.context_dim, both.context_dim) == (w, 2 * w)
+    with torch.no_grad():
+        states = last.encode_text_states(tokens).last_hidden_state
+        assert torch.equal(last.encode_context(tokens), states)
+        context = both.encode_context(tokens)  # (2, L, 2W)
+        assert context.shape == (2, tokens.shape[1], 2 * w)
+        assert torch.equal(context[..., :w], states)
+        inputs = last.token_embedding(tokens) + last.positional_embedding[:tokens.shape[1]]
+        torch.testing.assert_close(context[..., w:], F.layer_norm(inputs, (w,)))
+    torch.testing.assert_close(context[0, 3, w:], context[1, 3, w:])  # "circle" alone: the same
+    assert not torch.allclose(context[0, 3, :w], context[1, 3, :w])  # its state read the colour
+    with pytest.raises(ValueError, match="ShapesTextConfig.context='penultimate'; choose one"):
+        clip.text_model(context="penultimate")
+    with pytest.raises(ValueError, match="'last', 'last\\+input'"):
+        ShapesTextConfig(context="pooled")
 
 
 def test_zero_shot_and_retrieve_shapes(tiny):
@@ -121,8 +190,12 @@ def test_zero_shot_and_retrieve_shapes(tiny):
 
 def test_clip_score_adapter(tiny):
     images = (ShapesDataset("test", length=4).as_tensors()["image"] + 1) / 2
-    result = clip_score(images, ["a red circle"] * 4, tiny, progress=False)
+    result = clip_score(images, ["a red circle"] * 4, ScoringCLIP(tiny), progress=False)
     assert result.name.startswith("CLIP") and result.n == 4 and 0 <= result.value <= 100
+    emb_i = tiny.encode_image(tiny.preprocess(images), normalize=True)
+    emb_t = tiny.encode_text(tiny.tokenize(["a red circle"] * 4), normalize=True)
+    expected = (100 * (emb_i * emb_t).sum(1).clamp(min=0)).mean().item()
+    assert result.value == pytest.approx(expected, rel=1e-4)
 
 
 def test_search_folder_with_cache(tiny, tmp_path, monkeypatch, capsys):
@@ -186,7 +259,8 @@ def test_recoloured_items_have_colour_free_captions_and_positives():
     import numpy as np
 
     from mmgen.data import shapes
-    from mmgen.recipes.clip import _ShapesPairs, off_palette_colors, shapes_collate, without_color
+    from mmgen.data.shapes_augment import off_palette_colors
+    from mmgen.data.shapes_text import without_color
 
     a = shapes.ShapeAttrs("orange", "circle", "large", "center", "white")
     assert without_color("an image of an orange circle in the center", a) == \
@@ -201,7 +275,8 @@ def test_recoloured_items_have_colour_free_captions_and_positives():
     assert (np.linalg.norm(colors - green, axis=1) >= 200).all()  # green triangle held out
 
     model = mmgen.create_model("clip/tiny", vision={"layers": 1}, text={"layers": 1})
-    data = _ShapesPairs("train", 64, "varied", model, recolor_prob=0.5)
+    data = ShapesPairs("train", 64, "varied", lambda image: clip_input(model, image),
+                       recolor_prob=0.5)
     items = [data[i] for i in range(64)]
     other = torch.tensor([it["labels"][0] == -1 for it in items])
     assert 16 < int(other.sum()) < 48  # about half
@@ -231,7 +306,7 @@ def test_moved_and_zoomed_training_images_keep_their_attributes():
     import numpy as np
 
     from mmgen.data import shapes
-    from mmgen.recipes.clip import move_and_zoom, translate, zoom
+    from mmgen.data.shapes_augment import move_and_zoom, translate, zoom
 
     x = torch.arange(20.0).reshape(1, 4, 5)
     assert torch.equal(translate(x, 1, 2)[0, 2:, 1:], x[0, :2, :4])  # right 1, down 2
@@ -253,33 +328,47 @@ def test_moved_and_zoomed_training_images_keep_their_attributes():
     assert max(areas) > 1.3 * min(areas)
 
 
+def _experiments():
+    """scripts/experiments/shapes_clip_stage2.py's recipes, without leaving them registered."""
+    import importlib.util
+    from pathlib import Path
+
+    from mmgen.recipes.base import RECIPES
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "experiments" / \
+        "shapes_clip_stage2.py"
+    before = dict(RECIPES)
+    spec = importlib.util.spec_from_file_location("_shapes_clip_stage2", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        RECIPES.clear()
+        RECIPES.update(before)
+    return module.EXPERIMENTS
+
+
 @pytest.mark.parametrize("name", ["shapes-clip-recolor", "shapes-clip"])
-def test_second_stage_recipe_starts_from_the_first_and_freezes_the_text_tower(tmp_path, name):
-    """Both kinds of stage 2 (tuning the joint model's image tower; the bundled recipe: a new
-    colour-split tower) run on top of stage 1 and keep its text tower bit for bit."""
+def test_second_stage_recipe_starts_from_the_first_and_freezes_the_text_tower(
+        tmp_path, monkeypatch, name):
+    """Both kinds of stage 2 (tuning the joint model's image tower, an experiment; the bundled
+    recipe: a new colour-split tower) run on top of stage 1 and keep its text tower bit for
+    bit."""
     from dataclasses import replace
 
     from mmgen.checkpoint import load_state_dict
-    from mmgen.recipes import clip as recipes
+    from mmgen.recipes import RECIPES, get_recipe
 
-    small = {"vision": {"layers": 1, "stem": "conv"}, "text": {"layers": 1}}
-    train = replace(recipes.CLIP_RECIPES["shapes-clip-joint"].train, steps=2, batch_size=8,
+    small = {"vision": {"layers": 1}, "text": {"layers": 1}}
+    train = replace(get_recipe("shapes-clip-joint").train, steps=2, batch_size=8,
                     ckpt_every=0, log_every=1, warmup_steps=0)
-    base = replace(recipes.CLIP_RECIPES["shapes-clip-joint"], model_args=small, train=train,
+    base = replace(get_recipe("shapes-clip-joint"), model_args=small, train=train,
                    eval_items=8)
-    spec = recipes.CLIP_RECIPES[name]
-    vision = {**small["vision"], **{k: v for k, v in spec.model_args["vision"].items()
-                                    if k == "color_split"}}
-    stage2 = replace(spec, model_args={**small, "vision": vision},
-                     train=replace(train, seed=1), eval_items=8)
+    spec = get_recipe(name) if name in RECIPES else _experiments()[name]
+    stage2 = replace(spec, model_args=small, train=replace(train, seed=1), eval_items=8)
     assert stage2.init == "shapes-clip-joint" and stage2.freeze_text
-    original = dict(recipes.CLIP_RECIPES)
-    recipes.CLIP_RECIPES["shapes-clip-joint"] = base
-    try:
-        results = stage2.run(tmp_path, name)
-    finally:
-        recipes.CLIP_RECIPES.clear()
-        recipes.CLIP_RECIPES.update(original)
+    monkeypatch.setitem(RECIPES, "shapes-clip-joint", base)
+    results = stage2.run(tmp_path, name)
     first = load_state_dict(tmp_path / "shapes-clip-joint" / "run" / "ema.safetensors")
     second = load_state_dict(tmp_path / "run" / "ema.safetensors")
     text_keys = [k for k in first if not k.startswith("visual.") and k != "logit_scale"]
@@ -288,19 +377,23 @@ def test_second_stage_recipe_starts_from_the_first_and_freezes_the_text_tower(tm
     assert any(k not in first or not torch.equal(first[k], second[k]) for k in visual)
     assert any(k.startswith("visual.color") for k in visual) == (name == "shapes-clip")
     exported = mmgen.load(tmp_path / "model")
-    assert exported.config.vision.color_split == (name == "shapes-clip")
+    assert exported.config.color_split == (name == "shapes-clip")
     assert "test_compositional/zero_shot_shape" in results
 
 
 def test_color_split_tower_reads_shape_apart_from_colour():
     """A ColorSplitVision embedding (random weights) is a sum of a shape part and a colour
     part: changing the colour moves every shape's embedding by the same vector."""
+    from mmgen.clip.model import VisionTransformer
+    from mmgen.clip.shapes import ColorSplitVision
     from mmgen.data.shapes import ShapeAttrs
     from mmgen.registry import create_model
 
     torch.manual_seed(0)
-    model = create_model("clip/tiny", vision={"stem": "conv", "color_split": True}).eval()
-    plain = create_model("clip/tiny", vision={"stem": "conv"}).eval()
+    model = create_model("clip/shapes-tiny-color-split").eval()
+    plain = create_model("clip/shapes-tiny").eval()
+    assert isinstance(model.visual, ColorSplitVision) and model.config.vision.stem == "conv"
+    assert isinstance(plain.visual, VisionTransformer) and plain.config.vision.stem == "conv"
 
     def embed(m, color, shape):
         image = render(ShapeAttrs(color, shape, "large", "center", "white"))
@@ -318,7 +411,7 @@ def test_color_split_tower_reads_shape_apart_from_colour():
 
 
 def test_init_parts_text_keeps_the_fresh_image_tower():
-    from mmgen.recipes.clip import _load_init
+    from mmgen.recipes.clip import load_init
     from mmgen.registry import create_model
 
     small = {"vision": {"layers": 1, "stem": "conv"}, "text": {"layers": 1}}
@@ -328,26 +421,27 @@ def test_init_parts_text_keeps_the_fresh_image_tower():
     torch.manual_seed(1)
     model = create_model("clip/tiny", **small)
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
-    _load_init(model, trained, "text")
+    load_init(model, trained, "text")
     now = model.state_dict()
     visual = [k for k in now if k.startswith("visual.")]
     assert visual and all(torch.equal(now[k], fresh[k]) for k in visual)
     assert all(torch.equal(now[k], trained[k]) for k in now if not k.startswith("visual."))
     with pytest.raises(ValueError, match="init_parts"):
-        _load_init(model, trained, "vision")
+        load_init(model, trained, "vision")
     with pytest.raises(ValueError, match="text tower"):
-        _load_init(model, {k: v for k, v in trained.items() if k != "ln_final.weight"}, "text")
+        load_init(model, {k: v for k, v in trained.items() if k != "ln_final.weight"}, "text")
 
 
 def test_bundled_shapes_clip_matches_its_recorded_results():
     """Re-measure the bundled shapes-clip on 200 items per split (its recipe measured 1,000):
     every target its recipe met is met again (within 2 points of sampling error), and every
     rate is within 6 points of the recorded one (docs/clip.md has the table)."""
+    from mmgen.metrics.shapes_benchmark import evaluate_shapes_clip
     from mmgen.recipes import get_recipe
-    from mmgen.recipes.clip import evaluate_shapes_clip
 
     model = mmgen.load("shapes-clip")
-    assert model.config.text.kept_tokens < 100  # the Shapes vocabulary only
+    assert isinstance(model, ShapesCLIP) and model.config.color_split
+    assert model.config.kept_tokens < 100  # the Shapes vocabulary only
     recorded = model.info["results"]
     results = evaluate_shapes_clip(model, model.tokenize, n=200)
     for key, target in get_recipe("shapes-clip").targets.items():
@@ -403,10 +497,14 @@ def test_clip_pairs_script_reads_each_held_out_pair(capsys):
 def test_bundled_shapes_t2i_conditions_on_the_bundled_shapes_clip_text_tower():
     """shapes-clip's stage 2 froze the text tower, so shapes-t2i's copy of it is still exact."""
     from mmgen.checkpoint import load_state_dict
-    from mmgen.registry import model_dir
+    from mmgen.hub import model_dir
 
     clip = load_state_dict(model_dir("shapes-clip") / "model.safetensors")
     text = load_state_dict(model_dir("shapes-t2i") / "text_encoder" / "model.safetensors")
     assert text and set(text) == {k for k in clip
                                   if not k.startswith("visual.") and k != "logit_scale"}
     assert all(torch.equal(text[k], clip[k]) for k in text)
+    encoder = mmgen.registry.PretrainedModel.from_pretrained(
+        model_dir("shapes-t2i") / "text_encoder")
+    assert isinstance(encoder, ShapesTextModel) and encoder.config.context == "last+input"
+    assert encoder.context_dim == 2 * encoder.config.width  # what its U-Net cross-attends to

@@ -99,7 +99,7 @@ def test_save_overwrites_existing_folder(tmp_path):
 
 
 def test_load_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither a model folder nor a bundled model"):
+    with pytest.raises(FileNotFoundError, match="neither a model folder nor an installed"):
         mmgen.load("no-such-model")
     with pytest.raises(FileNotFoundError, match="no config.json"):
         mmgen.load(tmp_path)

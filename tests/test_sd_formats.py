@@ -6,6 +6,7 @@ mmgen tokenizes with). References: diffusers' own LDM key converters for the sin
 format, and the diffusers/transformers models' outputs for the loaded components.
 """
 
+import dataclasses
 import json
 import pickle
 import sys
@@ -18,17 +19,25 @@ from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from mmgen.checkpoint import UnsafeCheckpointError
+from mmgen.clip.model import CLIPTextModel as MMGenTextModel
+from mmgen.clip.model import TextConfig
 from mmgen.clip.tokenizer import CLIPTokenizer as MMGenTokenizer
 from mmgen.clip.tokenizer import _bpe
-from mmgen.interop.stable_diffusion import (
-    SD1_SCHEDULER,
-    read_sd_folder,
-    read_sd_single_file,
+from mmgen.diffusion.pipeline import TextToImagePipeline
+from mmgen.interop.ldm_keys import (
     text_config_from_ldm,
     unet_config_from_ldm,
     unet_to_ldm,
     vae_config_from_ldm,
     vae_to_ldm,
+)
+from mmgen.interop.stable_diffusion import (
+    SD1_SCHEDULER,
+    load_sd_folder,
+    load_sd_single_file,
+    read_sd_folder,
+    read_sd_single_file,
+    sd_pipeline,
     write_sd_single_file,
 )
 
@@ -382,6 +391,23 @@ def test_components_write_the_same_single_file(from_folder, single_file, tmp_pat
     _assert_same(load_file(path), load_file(single_file))
 
 
+def test_only_sd_text_encoders_are_written(from_folder, tmp_path):
+    """A text tower with a projection, or with a config that is not a plain TextConfig (e.g.
+    a restricted vocabulary), has no place in an original single file."""
+
+    @dataclasses.dataclass
+    class Restricted(TextConfig):  # stands in for any TextConfig subclass
+        pass
+
+    tiny = dict(vocab_size=64, context_length=8, width=64, layers=1, heads=1)
+    for config, found in ((TextConfig(**tiny, embed_dim=32), "TextConfig with embed_dim=32"),
+                          (Restricted(**tiny, embed_dim=0), "Restricted with embed_dim=0")):
+        c = dataclasses.replace(from_folder, text_encoder=MMGenTextModel(config))
+        with pytest.raises(ValueError, match=f"single file; got a {found}"):
+            write_sd_single_file(c, tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()
+
+
 # ----------------------------------------------------------------------------- pipelines
 
 
@@ -422,3 +448,20 @@ def test_single_file_pipeline_equals_folder_pipeline(sd, single_file):
     b = mmgen.load(single_file)(PROMPTS[0], steps=3, seed=0, height=32, width=32,
                                 progress=False)
     assert np.array_equal(np.asarray(a[0]), np.asarray(b[0]))
+
+
+def test_sd_pipeline_takes_the_checkpoint_settings(sd, single_file, from_folder):
+    """load_sd_folder / load_sd_single_file (what mmgen.load calls) == sd_pipeline of the
+    components: image size from the U-Net, the checkpoint's schedule, padding and DDIM end."""
+    pipe = sd_pipeline(from_folder)
+    assert isinstance(pipe, TextToImagePipeline)
+    side = UNET_KW["sample_size"] * 2  # two VAE levels: latent factor 2
+    assert (pipe.config.name, pipe.config.height, pipe.config.width) == ("tiny-sd", side, side)
+    assert pipe.config.pad_token_id == 49407 and pipe.config.set_alpha_to_one is False
+    assert pipe.config.schedule == from_folder.sampler.schedule
+    assert dataclasses.asdict(load_sd_folder(sd[0]).config) == dataclasses.asdict(pipe.config)
+    # A single file carries no sample size: SD 1.x's 64 latents (512 px at factor 8) is assumed.
+    loaded = load_sd_single_file(single_file, dtype="fp32")
+    assert isinstance(loaded, TextToImagePipeline)
+    assert dataclasses.asdict(loaded.config) == {**dataclasses.asdict(pipe.config),
+                                                 "height": 64 * 2, "width": 64 * 2}

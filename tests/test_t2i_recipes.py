@@ -8,11 +8,13 @@ import torch
 
 import mmgen
 from mmgen.data import shapes
+from mmgen.data.shapes_text import shapes_vocabulary
+from mmgen.data.shapes_training import LatentPairs, latent_table
+from mmgen.device import batched
 from mmgen.diffusion import DiffusionObjective, NoiseSchedule
-from mmgen.diffusion.pipeline import PipelineConfig, TextToImagePipeline, text_context
+from mmgen.diffusion.objective import TextConditionedObjective
+from mmgen.diffusion.pipeline import PipelineConfig, TextToImagePipeline
 from mmgen.recipes import get_recipe
-from mmgen.recipes.clip import shapes_vocabulary
-from mmgen.recipes.t2i import TextConditionedObjective, _latent_table, _LatentPairs
 from mmgen.vae.objective import VAEObjective
 
 
@@ -51,37 +53,19 @@ def test_text_conditioned_objective_drops_captions():
     torch.testing.assert_close(seen["context"], full.expand(3, -1, -1))
 
 
-def test_last_plus_input_context_gives_each_word_a_context_free_half():
-    torch.manual_seed(0)
-    text = mmgen.create_model("clip/tiny", text={"layers": 2}, vision={"layers": 1}).text_model()
-    tokens = text.tokenize(["a red circle", "a purple circle"])  # "circle" is token 3 in both
-    last = text_context(text, tokens, "last")
-    both = text_context(text, tokens, "last+input")  # (2, L, 2W)
-    w = text.text_config.width
-    assert both.shape == (2, tokens.shape[1], 2 * w)
-    torch.testing.assert_close(both[..., :w], last)
-    inputs = text.token_embedding(tokens) + text.positional_embedding[:tokens.shape[1]]
-    torch.testing.assert_close(both[..., w:], torch.nn.functional.layer_norm(inputs, (w,)))
-    torch.testing.assert_close(both[0, 3, w:], both[1, 3, w:])  # "circle" alone: the same
-    assert not torch.allclose(both[0, 3, :w], both[1, 3, :w])  # its state has read the colour
-    with pytest.raises(ValueError, match="unknown text context"):
-        text_context(text, tokens, "penultimate")
-
-
 def test_pipeline_refuses_a_context_the_unet_was_not_built_for():
-    text = mmgen.create_model("clip/tiny", text={"layers": 1}, vision={"layers": 1}).text_model()
+    clip = mmgen.create_model("clip/shapes-tiny", text={"layers": 1}, vision={"layers": 1})
+    text = clip.text_model(context="last+input")  # 2 x 128 channels
     unet = mmgen.create_model("unet/tiny", cross_attention_dim=128)
     vae = mmgen.create_model("vae/tiny")
-    with pytest.raises(ValueError, match="cross-attends to 128 channels but context "
-                                         "'last\\+input' of this text encoder has 256"):
-        TextToImagePipeline(unet, vae, text, PipelineConfig(context="last+input"))
-    with pytest.raises(ValueError, match="unknown PipelineConfig.context"):
-        PipelineConfig(context="pooled")
+    with pytest.raises(ValueError, match="cross-attends to 128 channels but the text "
+                                         "encoder's context has 256"):
+        TextToImagePipeline(unet, vae, text, PipelineConfig())
 
 
 def test_mixed_captions_are_half_factored_and_always_true():
     table = {a.labels: torch.zeros(1) for a in shapes.all_combinations("train")}
-    data = _LatentPairs("train", 400, "mixed", table)
+    data = LatentPairs("train", 400, "mixed", table)
     captions = [data[i]["caption"] for i in range(400)]
     assert captions == [data[i]["caption"] for i in range(400)]  # a pure function of i
     without_color = [c for c in captions if not any(f" {k} " in f" {c} " for k in shapes.COLORS)]
@@ -91,7 +75,7 @@ def test_mixed_captions_are_half_factored_and_always_true():
         assert (attrs.color in c.split() or c in without_color) and (
             attrs.shape in c.split() or " shape" in c)
     with pytest.raises(ValueError, match="unknown caption mode"):
-        _LatentPairs("train", 4, "poetic", table)
+        LatentPairs("train", 4, "poetic", table)
 
 
 def test_vocabulary_covers_every_caption_word():
@@ -112,7 +96,7 @@ def toy_runs(tmp_path_factory):
                          eval_items=8)
     vae_results = vae_recipe.run(root / "vae", "shapes-vae")
     torch.manual_seed(0)
-    clip = mmgen.create_model("clip/tiny", text={"layers": 1}, vision={"layers": 1})
+    clip = mmgen.create_model("clip/shapes-tiny", text={"layers": 1}, vision={"layers": 1})
     clip.save_pretrained(root / "clip")
     t2i = get_recipe("shapes-t2i")
     t2i = replace(t2i, vae=str(root / "vae" / "model"), clip=str(root / "clip"),
@@ -130,7 +114,7 @@ def test_vae_recipe_measures_its_latent_scale(toy_runs):
     assert vae.latent_factor == 4 and vae.config.scaling_factor > 0
     assert {"test/psnr", "test/adherence_all5", "test_compositional/adherence_all5"} <= set(
         results)
-    table = _latent_table(vae)
+    table = latent_table(lambda x: batched(lambda b: vae.encode(b).mean, x))
     assert len(table) == len(shapes.all_combinations("train"))  # held-out pairs never encoded
     z = torch.stack(list(table.values()))
     assert z.shape[1:] == (4, 16, 16)
@@ -160,7 +144,7 @@ def test_t2i_recipe_exports_a_small_loadable_pipeline(toy_runs):
 def test_bundled_shapes_vae_reconstructs_shapes():
     """Re-measure the bundled autoencoder (its recipe's targets: all five attributes of the
     reconstruction right for >= 99 %, PSNR >= 30 dB; measured on 1,000 images per split)."""
-    from mmgen.recipes.t2i import evaluate_vae
+    from mmgen.metrics.shapes_benchmark import evaluate_vae
 
     vae = mmgen.load("shapes-vae")
     assert vae.latent_factor == 4 and vae.config.latent_channels == 4
@@ -177,8 +161,8 @@ def test_bundled_shapes_t2i_matches_its_recorded_adherence():
     recipe measured (DDIM 25 at the default guidance; ~1 min on one thread): within 12
     points of the recorded rates (a 50-prompt subset), and the in-distribution rate stays
     at least 85 % (target 90 % on all 500)."""
-    from mmgen.recipes.t2i import evaluate_t2i
-    from mmgen.registry import model_dir
+    from mmgen.hub import model_dir
+    from mmgen.metrics.shapes_benchmark import evaluate_t2i
 
     pipe = mmgen.load("shapes-t2i")
     weights = sum(f.stat().st_size for f in model_dir("shapes-t2i").rglob("*.safetensors"))

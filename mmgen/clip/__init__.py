@@ -1,15 +1,14 @@
 """CLIP: contrastive image-text models, their tokenizer, and Stable Diffusion's text encoder.
 
 Registered: ``clip/vit-b-32``, ``clip/vit-b-16``, ``clip/vit-l-14`` (OpenAI's architectures),
-``clip/tiny`` (64 px, trains on a CPU) and ``clip/text-sd15`` (SD 1.x text encoder).
-Weights of open_clip / OpenAI and transformers models load with
+``clip/tiny`` (64 px, trains on a CPU), ``clip/text-sd15`` (SD 1.x text encoder), and the
+Shapes benchmark's ``clip/shapes-tiny`` and ``clip/shapes-tiny-color-split``
+(:mod:`mmgen.clip.shapes`). Weights of open_clip / OpenAI and transformers models load with
 ``mmgen.interop.from_open_clip`` and ``mmgen.interop.from_transformers``. See docs/clip.md.
 """
 
 from mmgen.clip.model import (
     CLIP,
-    OPENAI_MEAN,
-    OPENAI_STD,
     PRESETS,
     TEXT_PRESETS,
     CLIPConfig,
@@ -19,14 +18,18 @@ from mmgen.clip.model import (
     TextOutput,
     VisionConfig,
     VisionOutput,
-    normalize_images,
-    preprocess,
+)
+from mmgen.clip.preprocess import OPENAI_MEAN, OPENAI_STD, normalize_images, preprocess
+from mmgen.clip.shapes import (
+    SHAPES_PRESETS,
+    ShapesCLIP,
+    ShapesCLIPConfig,
+    ShapesTextConfig,
+    ShapesTextModel,
 )
 from mmgen.clip.tokenizer import CLIPTokenizer, tokenize
 from mmgen.clip.zero_shot import (
-    ScoringCLIP,
     class_embeddings,
-    clip_score,
     encode_images,
     retrieve,
     zero_shot,
@@ -37,20 +40,23 @@ __all__ = [
     "OPENAI_MEAN",
     "OPENAI_STD",
     "PRESETS",
+    "SHAPES_PRESETS",
     "TEXT_PRESETS",
     "CLIPConfig",
     "CLIPTextModel",
     "CLIPTokenizer",
     "CLIPVisionModel",
+    "ShapesCLIP",
+    "ShapesCLIPConfig",
+    "ShapesTextConfig",
+    "ShapesTextModel",
     "TextConfig",
     "TextOutput",
     "VisionConfig",
     "VisionOutput",
-    "normalize_images",
-    "ScoringCLIP",
     "class_embeddings",
-    "clip_score",
     "encode_images",
+    "normalize_images",
     "preprocess",
     "retrieve",
     "tokenize",

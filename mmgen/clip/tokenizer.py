@@ -23,6 +23,9 @@ import torch
 DEFAULT_CONTEXT_LENGTH = 77  # OpenAI CLIP's text context
 SOT_TOKEN_ID = 49406  # <start_of_text>
 EOT_TOKEN_ID = 49407  # <end_of_text>
+# The id after the end of text: 0 in OpenAI's and open_clip's tokenizers (Stable Diffusion
+# 1.x's pads with EOT_TOKEN_ID instead; its folder says so and the pipeline reads it there).
+PAD_TOKEN_ID = 0
 
 
 @functools.lru_cache(maxsize=1)
@@ -56,7 +59,8 @@ class CLIPTokenizer:
             hidden states after the text (not the pooled embedding).
     """
 
-    def __init__(self, context_length: int = DEFAULT_CONTEXT_LENGTH, pad_token_id: int = 0):
+    def __init__(self, context_length: int = DEFAULT_CONTEXT_LENGTH,
+                 pad_token_id: int = PAD_TOKEN_ID):
         if context_length < 2:
             raise ValueError(f"context_length must be >= 2 (start and end tokens), "
                              f"got {context_length}")

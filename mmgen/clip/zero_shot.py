@@ -9,10 +9,14 @@ largest cosine with the image embedding.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    pass
 
 DEFAULT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.")
 
@@ -77,29 +81,3 @@ def retrieve(query: torch.Tensor, index: torch.Tensor, k: int = 5
     """
     k = min(k, len(index))
     return (query @ index.t()).topk(k, dim=-1)
-
-
-class ScoringCLIP(nn.Module):
-    """Adapter for :func:`mmgen.metrics.clip_score`: takes images in [0, 1] (any size;
-    resized and normalised for the model) and raw strings (tokenized for the model)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, E)
-        return self.model.encode_image(self.model.preprocess(images))
-
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:  # N strings -> (N, E)
-        device = next(self.model.parameters()).device
-        return self.model.encode_text(self.model.tokenize(list(texts)).to(device))
-
-
-def clip_score(images, texts: Sequence[str], model: nn.Module | str, **kwargs):
-    """CLIP score (Hessel et al., 2021) of images in [0, 1] against their prompts with an mmgen
-    CLIP model (a loaded model or a bundled name); see :func:`mmgen.metrics.clip_score`."""
-    from mmgen.metrics import clip_score as score
-    from mmgen.registry import load
-
-    model = load(model) if isinstance(model, str) else model
-    return score(images, list(texts), ScoringCLIP(model), **kwargs)

@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-
-from mmgen.registry import load
+from torch import nn
 
 
 def load_image(path: str | os.PathLike, preprocess: dict[str, Any]) -> torch.Tensor:
@@ -51,23 +50,24 @@ def _top(probs: torch.Tensor, labels: Sequence[str], k: int) -> list[dict[str, A
 
 
 @torch.no_grad()
-def classify_files(paths: Sequence[str | os.PathLike], model: str | os.PathLike,
+def classify_files(paths: Sequence[str | os.PathLike], net: nn.Module,
                    top_k: int = 1) -> list[dict[str, Any]]:
     """Predict each image's class (or, for multi-head models, each attribute).
 
     Args:
         paths: image files.
-        model: a bundled model name (``"mnist-lenet5"``) or a saved model folder.
+        net: a classifier saved by a classifier recipe (``mmgen.load("mnist-lenet5")``).
         top_k: how many classes to report per image (per attribute).
 
     Returns:
         One dict per file: ``{"file", "top": [{"label", "prob"}, ...]}``, or
         ``{"file", "attributes": {name: [{"label", "prob"}, ...]}}`` for multi-head models.
     """
-    net = load(model)
-    if "preprocess" not in net.info or "labels" not in net.info:
-        raise ValueError(f"{model} does not record its preprocessing and labels; "
-                         "it was not saved by a classifier recipe")
+    info = getattr(net, "info", {})
+    if "preprocess" not in info or "labels" not in info:
+        name = getattr(net, "model_name", None) or type(net).__name__
+        raise ValueError(f"{name} does not record its preprocessing and labels; it was not "
+                         "saved by a classifier recipe")
     batch = torch.stack([load_image(p, net.info["preprocess"]) for p in paths])
     logits = net(batch)
     labels = net.info["labels"]

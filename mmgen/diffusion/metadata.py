@@ -1,4 +1,9 @@
-"""Generation parameters carried inside the PNGs mmgen writes.
+"""What to generate (:class:`GenerationRequest`) and what was generated
+(:class:`GenerationParams`, carried inside the PNGs mmgen writes).
+
+A :class:`GenerationRequest` is the one list of generation options, with their defaults: the
+pipeline, ``mmgen generate`` and the app all build one. Each image the pipeline makes records
+its own :class:`GenerationParams` (the request resolved for that image: its prompt, its seed).
 
 Every generated image holds two PNG text chunks:
 
@@ -15,7 +20,9 @@ Every generated image holds two PNG text chunks:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+import math
+import secrets
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +34,78 @@ from mmgen.checkpoint import atomic_path
 A1111_SAMPLER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM", "dpm++2m": "DPM++ 2M",
                        "euler": "Euler", "euler_a": "Euler a"}
 JSON_KEY = "mmgen"
+MODES = ("txt2img", "img2img", "inpaint")
+
+
+@dataclass
+class GenerationRequest:
+    """Options of one generation call. ``None`` means "the model's default" (its
+    ``PipelineConfig``; for height and width with an input image: the image's size)."""
+
+    prompt: str | list[str]  # one prompt or a list
+    negative_prompt: str | list[str] | None = None  # what to steer away from: one, or one
+    #   per prompt (None: the empty prompt)
+    steps: int | None = None  # sampler steps
+    guidance: float | None = None  # classifier-free guidance scale >= 0 (1 = no guidance)
+    sampler: str | None = None  # one of mmgen.diffusion.SAMPLERS
+    seed: int | None = None  # seed of the first image; image i uses seed + i (None: random)
+    num_images: int = 1  # images per prompt
+    height: int | None = None  # pixels, a multiple of the VAE's latent factor
+    width: int | None = None  # pixels, a multiple of the VAE's latent factor
+    guidance_rescale: float = 0.0  # phi of guidance rescale (Lin et al. 2023), in [0, 1]
+    strength: float = 1.0  # img2img / inpaint: how much of the noise schedule is run, [0, 1]
+    batch_size: int | None = None  # images per network batch (None: all); results do not
+    #   depend on it
+
+    def prompts(self) -> tuple[list[str], list[str]]:
+        """(prompts, negative prompts), one per image: each prompt ``num_images`` times."""
+        prompts = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+        if not prompts or any(not isinstance(p, str) for p in prompts):
+            raise ValueError("prompt must be a string or a non-empty list of strings")
+        negatives = _one_per(self.negative_prompt, len(prompts), "negative prompt")
+        return ([p for p in prompts for _ in range(self.num_images)],
+                [n for n in negatives for _ in range(self.num_images)])
+
+    def resolved(self, defaults: Any) -> GenerationRequest:
+        """This request with every ``None`` replaced: steps, guidance, sampler, height and
+        width from ``defaults`` (a ``PipelineConfig``), the seed drawn at random."""
+        pick = {name: getattr(defaults, name) for name in
+                ("steps", "guidance", "sampler", "height", "width")
+                if getattr(self, name) is None}
+        seed = secrets.randbelow(2**31) if self.seed is None else int(self.seed)
+        return replace(self, **pick, seed=seed)
+
+    def check(self, samplers: tuple[str, ...], latent_factor: int) -> None:
+        """A clear ``ValueError`` for any option out of range (on a resolved request)."""
+        f = latent_factor
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
+        if not math.isfinite(self.guidance) or self.guidance < 0:
+            raise ValueError(f"guidance must be a finite number >= 0, got {self.guidance}")
+        if self.sampler not in samplers:
+            raise ValueError(f"unknown sampler {self.sampler!r}; available: "
+                             f"{', '.join(samplers)}")
+        if self.num_images < 1:
+            raise ValueError(f"num_images must be >= 1, got {self.num_images}")
+        h, w = self.height, self.width
+        if h < f or w < f or h % f or w % f:
+            raise ValueError(f"height and width must be positive multiples of {f} (the VAE's "
+                             f"latent factor), got {h}x{w}")
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {self.strength}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def _one_per(text: str | list[str] | None, n: int, what: str) -> list[str]:
+    if text is None:
+        return [""] * n
+    items = [text] if isinstance(text, str) else list(text)
+    if len(items) == 1:
+        return items * n
+    if len(items) != n:
+        raise ValueError(f"got {len(items)} {what}s for {n} prompts; give one or one per prompt")
+    return items
 
 
 @dataclass
@@ -61,6 +140,14 @@ class GenerationParams:
             opts["CFG rescale"] = self.guidance_rescale
         lines.append(", ".join(f"{k}: {v}" for k, v in opts.items()))
         return "\n".join(lines)
+
+    def request(self) -> GenerationRequest:
+        """The text-to-image request that re-creates this image (``mmgen generate
+        --from-image``; an img2img or inpainting image also needs its input image)."""
+        return GenerationRequest(
+            self.prompt, self.negative_prompt, steps=self.steps, guidance=self.guidance,
+            sampler=self.sampler, seed=self.seed, height=self.height, width=self.width,
+            guidance_rescale=self.guidance_rescale)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)

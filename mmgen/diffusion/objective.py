@@ -80,3 +80,25 @@ class DiffusionObjective:
         if kind == "v":
             return clipped / (snr + 1)
         return clipped
+
+
+@dataclass
+class TextConditionedObjective:
+    """The diffusion objective on ``{"latent": (B, C, h, w), "caption": [B str]}`` batches:
+    captions go through a frozen text encoder (in fp32, as at sampling time; its
+    ``encode_context`` is what the network cross-attends to); each is replaced by "" with
+    probability ``dropout`` (classifier-free guidance training, Ho & Salimans 2022)."""
+
+    objective: DiffusionObjective  # the loss on (x0, context)
+    text_encoder: nn.Module  # frozen; encode_context(tokens) -> (B, L, D)
+    tokenizer: Any  # captions -> token ids (B, L)
+    dropout: float = 0.1  # probability of training on the empty caption
+
+    def __call__(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
+        x0 = batch["latent"]  # (B, C, h, w)
+        drop = (torch.rand(len(batch["caption"])) < self.dropout).tolist()
+        captions = ["" if d else c for c, d in zip(batch["caption"], drop, strict=True)]
+        with torch.no_grad(), torch.autocast(x0.device.type, enabled=False):
+            tokens = self.tokenizer(captions).to(x0.device)
+            context = self.text_encoder.encode_context(tokens)  # (B, L, D)
+        return self.objective(model, {"x0": x0, "context": context})

@@ -5,7 +5,9 @@ A :class:`TextToImagePipeline` holds the three networks of Stable Diffusion (Rom
 prediction in latent space, cross-attending to the token states) and an
 :class:`AutoencoderKL` (latents <-> pixels). The noise schedule is data (a
 :class:`NoiseSchedule`); a sampler is built from it for each call, so one pipeline runs with
-every sampler. The denoising loop is :meth:`TextToImagePipeline._denoise`.
+every sampler. The denoising loop is :func:`mmgen.diffusion.denoise.denoise`, shared with the
+other diffusion pipelines; the options of a call are one
+:class:`~mmgen.diffusion.metadata.GenerationRequest`.
 
 Seeds: image ``i`` of a call with seed ``s`` starts from the noise of
 ``torch.Generator("cpu").manual_seed(s + i)`` (and stochastic samplers draw from that generator
@@ -21,21 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
-import secrets
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from mmgen.checkpoint import atomic_path
-from mmgen.clip.tokenizer import CLIPTokenizer
+from mmgen.clip.tokenizer import PAD_TOKEN_ID, CLIPTokenizer
 from mmgen.device import (
     autocast,
     native_cpu_convolutions,
@@ -43,23 +39,21 @@ from mmgen.device import (
     resolve_device,
     resolve_dtype,
 )
+from mmgen.diffusion.denoise import (
+    GenerationCancelled,
+    StepCallback,
+    denoise,
+    initial_noise,
+    skipped_steps,
+)
 from mmgen.diffusion.guidance import GuidedDenoiser
-from mmgen.diffusion.metadata import GenerationParams, attach
+from mmgen.diffusion.metadata import GenerationParams, GenerationRequest, attach
 from mmgen.diffusion.samplers import SAMPLERS, Sampler, create_sampler
 from mmgen.diffusion.schedule import NoiseSchedule
-from mmgen.registry import PIPELINE_CONFIG, PretrainedModel
+from mmgen.pipeline import Pipeline
 
-COMPONENTS = ("unet", "vae", "text_encoder")
-# What the U-Net cross-attends to (PipelineConfig.context): "last" is the text encoder's last
-# hidden state (Stable Diffusion 1.x / 2.x); "last+input" concatenates, along the channels, each
-# token's input embedding (token + position, layer-normalised), which no other word has touched.
-CONTEXTS = ("last", "last+input")
-# callback(step_index, timestep, latents) after each sampler step; returning False cancels.
-StepCallback = Callable[[int, int, torch.Tensor], Any]
-
-
-class GenerationCancelled(RuntimeError):
-    """Raised when a step callback returns False (the app's Cancel button)."""
+__all__ = ["GenerationCancelled", "PipelineConfig", "TextToImagePipeline", "to_latent_mask",
+           "to_pixels"]
 
 
 @dataclass
@@ -71,54 +65,19 @@ class PipelineConfig:
     guidance: float = 7.5  # default classifier-free guidance scale
     height: int = 512  # default image height in pixels
     width: int = 512  # default image width in pixels
-    pad_token_id: int = 49407  # prompt padding id (SD 1.x pads with <|endoftext|>, SD 2 with 0)
+    pad_token_id: int = PAD_TOKEN_ID  # prompt padding id (SD 1.x pads with <|endoftext|>)
     set_alpha_to_one: bool = True  # DDIM's last step: to a clean image (False in SD's configs)
-    context: str = "last"  # U-Net context from the text encoder, one of CONTEXTS
-
-    def __post_init__(self) -> None:
-        if self.context not in CONTEXTS:
-            raise ValueError(f"unknown PipelineConfig.context {self.context!r}; expected one of "
-                             f"{CONTEXTS}")
 
 
-def text_context(text_encoder: torch.nn.Module, tokens: torch.Tensor, mode: str = "last"
-                 ) -> torch.Tensor:
-    """The U-Net context (N, L, D) of token ids (N, L): the last hidden state (D = W) for
-    ``"last"``; for ``"last+input"`` that and the layer-normalised input embeddings (D = 2W).
-
-    A causal text tower's state at "circle" in "a purple circle" has read "purple": for a
-    colour-shape pair never seen in training it is a new vector. The input embedding of
-    "circle" is the same in every caption, which gives the U-Net one clean cue per word.
-    """
-    out = text_encoder.encode_text_states(tokens)
-    if mode == "last":
-        return out.last_hidden_state
-    if mode == "last+input":
-        inputs = F.layer_norm(out.input_embeds, out.input_embeds.shape[-1:])  # (N, L, W)
-        return torch.cat([out.last_hidden_state, inputs], dim=-1)  # (N, L, 2W)
-    raise ValueError(f"unknown text context {mode!r}; expected one of {CONTEXTS}")
-
-
-def _as_list(text: str | Sequence[str] | None, n: int, what: str) -> list[str]:
-    if text is None:
-        return [""] * n
-    items = [text] if isinstance(text, str) else list(text)
-    if len(items) == 1:
-        return items * n
-    if len(items) != n:
-        raise ValueError(f"got {len(items)} {what}s for {n} prompts; give one or one per prompt")
-    return items
-
-
-class TextToImagePipeline:
+class TextToImagePipeline(Pipeline):
     """Text encoder + U-Net + VAE of a latent diffusion model (see the module docstring).
 
     Args:
         unet: noise predictor ``unet(x, t, context)`` in latent space.
         vae: autoencoder with ``encode``/``decode``, ``latent_factor`` and
             ``config.scaling_factor`` / ``config.shift_factor``.
-        text_encoder: a CLIP text model with ``encode_text_states`` (its last hidden state is
-            the context).
+        text_encoder: a CLIP text model: ``encode_context(tokens)`` is what the U-Net
+            cross-attends to, ``context_dim`` its channels.
         config: defaults and the noise schedule.
         device: "auto", "cpu", "cuda", ...
         dtype: "fp32" (exact; the default), "auto" (bf16 autocast where the CPU/GPU has it),
@@ -131,6 +90,9 @@ class TextToImagePipeline:
             grey level between batch sizes.
     """
 
+    components = ("unet", "vae", "text_encoder")
+    config_class = PipelineConfig
+
     def __init__(self, unet: torch.nn.Module, vae: torch.nn.Module,
                  text_encoder: torch.nn.Module, config: PipelineConfig,
                  device: str | torch.device = "cpu", dtype: str | torch.dtype = "fp32",
@@ -139,12 +101,11 @@ class TextToImagePipeline:
         self.batch_invariant = batch_invariant
         self.tokenizer = CLIPTokenizer(text_encoder.text_config.context_length,
                                        pad_token_id=config.pad_token_id)
-        width = text_encoder.text_config.width * (2 if config.context == "last+input" else 1)
-        if width != unet.config.cross_attention_dim:
+        if text_encoder.context_dim != unet.config.cross_attention_dim:
             raise ValueError(f"the U-Net cross-attends to {unet.config.cross_attention_dim} "
-                             f"channels but context {config.context!r} of this text encoder "
-                             f"has {width}; give PipelineConfig(context=...) the U-Net was "
-                             "trained with")
+                             f"channels but the text encoder's context has "
+                             f"{text_encoder.context_dim}; give the text encoder the U-Net "
+                             "was trained with")
         self._hash: str | None = None
         self.to(device, dtype)
 
@@ -181,152 +142,106 @@ class TextToImagePipeline:
 
     # ------------------------------------------------------------------ public calls
 
-    def __call__(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None
-                 = None, *, steps: int | None = None, guidance: float | None = None,
-                 sampler: str | None = None, seed: int | None = None, num_images: int = 1,
-                 height: int | None = None, width: int | None = None,
-                 guidance_rescale: float = 0.0, batch_size: int | None = None,
-                 callback: StepCallback | None = None, progress: bool = True
-                 ) -> list[Image.Image]:
+    def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] | None = None,
+                 *, callback: StepCallback | None = None, progress: bool = True,
+                 **options: Any) -> list[Image.Image]:
         """Text-to-image: ``num_images`` images per prompt, as PIL images whose ``info``
         holds their generation parameters (write them with :func:`save_png`).
 
         Args:
             prompt: one prompt or a list.
             negative_prompt: what to steer away from (one, or one per prompt).
-            steps: sampler steps (default: the pipeline's).
-            guidance: classifier-free guidance scale >= 0 (1 = no guidance).
-            sampler: one of ``SAMPLERS`` (ddim, ddpm, dpm++2m, euler, euler_a).
-            seed: seed of the first image; image i uses ``seed + i``. None draws one.
-            num_images: images per prompt.
-            height, width: pixels, multiples of the VAE's latent factor.
-            guidance_rescale: phi of guidance rescale, in [0, 1].
-            batch_size: images per U-Net batch (default: all); results do not depend on it.
             callback: ``callback(i, t, latents)`` after each step; return False to cancel.
             progress: show a progress bar (stderr).
+            options: the other fields of :class:`~mmgen.diffusion.metadata.GenerationRequest`
+                (steps, guidance, sampler, seed, num_images, height, width,
+                guidance_rescale, batch_size).
         """
-        return self._generate("txt2img", prompt, negative_prompt, steps, guidance, sampler,
-                              seed, num_images, height, width, guidance_rescale, batch_size,
-                              callback, progress)
+        request = GenerationRequest(prompt, negative_prompt, **options)
+        return self.generate(request, callback=callback, progress=progress)
 
-    def img2img(self, image: Image.Image | torch.Tensor, prompt: str | Sequence[str],
-                negative_prompt: str | Sequence[str] | None = None, *, strength: float = 0.75,
-                **kwargs: Any) -> list[Image.Image]:
+    def img2img(self, image: Image.Image | torch.Tensor, prompt: str | list[str],
+                negative_prompt: str | list[str] | None = None, *, strength: float = 0.75,
+                callback: StepCallback | None = None, progress: bool = True,
+                **options: Any) -> list[Image.Image]:
         """SDEdit (Meng et al. 2022): noise ``image``'s latent to ``strength`` of the schedule
         and denoise it with the prompt; 0 returns the (re-encoded) image, 1 ignores it.
         Other arguments as :meth:`__call__` (height/width come from the image)."""
-        return self._generate("img2img", prompt, negative_prompt, init=image,
-                              strength=strength, **self._defaults(kwargs))
+        request = GenerationRequest(prompt, negative_prompt, strength=strength, **options)
+        return self.generate(request, image=image, callback=callback, progress=progress)
 
     def inpaint(self, image: Image.Image | torch.Tensor, mask: Image.Image | torch.Tensor,
-                prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None,
-                *, strength: float = 1.0, **kwargs: Any) -> list[Image.Image]:
+                prompt: str | list[str], negative_prompt: str | list[str] | None = None,
+                *, strength: float = 1.0, callback: StepCallback | None = None,
+                progress: bool = True, **options: Any) -> list[Image.Image]:
         """Repaint the white (> 0.5) part of ``mask`` (same size as ``image``) and keep the
-        rest: after every step the known region of the latent is replaced by the original,
-        noised to the next step's level (latent blending, as in RePaint / SD's legacy
-        inpainting). Works with any text-to-image U-Net."""
-        return self._generate("inpaint", prompt, negative_prompt, init=image, mask=mask,
-                              strength=strength, **self._defaults(kwargs))
-
-    @staticmethod
-    def _defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
-        allowed = ("steps", "guidance", "sampler", "seed", "num_images", "guidance_rescale",
-                   "batch_size", "callback", "progress")
-        unknown = sorted(set(kwargs) - set(allowed))
-        if unknown:
-            raise TypeError(f"unexpected argument(s) {unknown}; allowed: {allowed}")
-        out: dict[str, Any] = {"steps": None, "guidance": None, "sampler": None, "seed": None,
-                               "num_images": 1, "guidance_rescale": 0.0, "batch_size": None,
-                               "callback": None, "progress": True, "height": None,
-                               "width": None}
-        out.update(kwargs)
-        return out
+        rest (latent blending, see :func:`~mmgen.diffusion.denoise.denoise`). Works with any
+        text-to-image U-Net."""
+        request = GenerationRequest(prompt, negative_prompt, strength=strength, **options)
+        return self.generate(request, image=image, mask=mask, callback=callback,
+                             progress=progress)
 
     # ------------------------------------------------------------------ the work
 
-    def _generate(self, mode: str, prompt: str | Sequence[str],
-                  negative_prompt: str | Sequence[str] | None, steps: int | None,
-                  guidance: float | None, sampler: str | None, seed: int | None,
-                  num_images: int, height: int | None, width: int | None,
-                  guidance_rescale: float, batch_size: int | None,
-                  callback: StepCallback | None, progress: bool, init: Any = None,
-                  mask: Any = None, strength: float = 1.0) -> list[Image.Image]:
-        cfg = self.config
-        steps = cfg.steps if steps is None else steps
-        guidance = cfg.guidance if guidance is None else guidance
-        sampler = cfg.sampler if sampler is None else sampler
-        init_latents = latent_mask = None
-        if init is not None:
-            pixels = to_pixels(init)  # (1, 3, H, W) in [-1, 1]
-            height, width = pixels.shape[-2:]
-        height, width = height or cfg.height, width or cfg.width
-        self._check(steps, guidance, sampler, num_images, height, width, strength)
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts or any(not isinstance(p, str) for p in prompts):
-            raise ValueError("prompt must be a string or a non-empty list of strings")
-        negatives = _as_list(negative_prompt, len(prompts), "negative prompt")
-        prompts = [p for p in prompts for _ in range(num_images)]  # (N,)
-        negatives = [n for n in negatives for _ in range(num_images)]
-        seed = secrets.randbelow(2**31) if seed is None else int(seed)
-        seeds = [seed + i for i in range(len(prompts))]
-        if init is not None:
-            init_latents = self.encode_latents(pixels)  # (1, C, h, w)
+    def generate(self, request: GenerationRequest, image: Any = None, mask: Any = None,
+                 callback: StepCallback | None = None, progress: bool = True
+                 ) -> list[Image.Image]:
+        """Images for ``request``: text-to-image, or from ``image`` (img2img), or repainting
+        ``mask`` of ``image`` (inpainting). See :meth:`__call__`."""
+        mode = "txt2img" if image is None else "img2img" if mask is None else "inpaint"
+        init = latent_mask = None
+        if image is not None:
+            pixels = to_pixels(image)  # (1, 3, H, W) in [-1, 1]
+            size = tuple(pixels.shape[-2:])
+            if (request.height or size[0], request.width or size[1]) != size:
+                raise ValueError(f"height and width come from the input image ({size[1]}x"
+                                 f"{size[0]}); resize the image instead")
+            request = replace(request, height=size[0], width=size[1])
+        req = request.resolved(self.config)
+        req.check(SAMPLERS, self.latent_factor)
+        prompts, negatives = req.prompts()
+        seeds = [req.seed + i for i in range(len(prompts))]
+        if image is not None:
+            init = self.encode_latents(pixels)  # (1, C, h, w)
         if mask is not None:
-            latent_mask = to_latent_mask(mask, (height, width), self.latent_factor)
-        batch = batch_size or len(prompts)
-        if batch < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch}")
+            latent_mask = to_latent_mask(mask, (req.height, req.width), self.latent_factor)
+        batch = req.batch_size or len(prompts)
         images: list[Image.Image] = []
-        bar = tqdm(total=len(prompts) * steps, desc="generate", disable=not progress,
+        skipped = skipped_steps(req.steps, req.strength, image is not None)
+        bar = tqdm(total=len(prompts) * req.steps, desc="generate", disable=not progress,
                    unit="step", leave=False)
+
+        def on_step(i: int, t: int, x: torch.Tensor) -> Any:
+            bar.update(1)
+            return None if callback is None else callback(i, t, x)
+
         with bar, self._kernels():
             for lo in range(0, len(prompts), batch):
                 sl = slice(lo, lo + batch)
-                latents = self._denoise(prompts[sl], negatives[sl], seeds[sl], sampler, steps,
-                                        guidance, guidance_rescale, height, width,
-                                        init_latents, latent_mask, strength, callback, bar)
+                bar.update(skipped)
+                latents = self._denoise(req, prompts[sl], negatives[sl], seeds[sl], init,
+                                        latent_mask, on_step)
                 for k, img in enumerate(self.decode_latents(latents)):
                     images.append(attach(img, GenerationParams(
-                        prompts[lo + k], negatives[lo + k], seeds[lo + k], sampler, steps,
-                        float(guidance), width, height, cfg.name, self.model_hash, mode,
-                        float(strength), float(guidance_rescale))))
+                        prompts[lo + k], negatives[lo + k], seeds[lo + k], req.sampler,
+                        req.steps, float(req.guidance), req.width, req.height,
+                        self.config.name, self.model_hash, mode, float(req.strength),
+                        float(req.guidance_rescale))))
         return images
 
-    @torch.no_grad()
-    def _denoise(self, prompts: list[str], negatives: list[str], seeds: list[int],
-                 sampler_name: str, steps: int, guidance: float, rescale: float, height: int,
-                 width: int, init: torch.Tensor | None, mask: torch.Tensor | None,
-                 strength: float, callback: StepCallback | None, bar: tqdm) -> torch.Tensor:
-        """The sampling loop for one batch; returns latents (B, C, h, w)."""
-        sampler = self.make_sampler(sampler_name)
-        sampler.set_timesteps(steps)
-        timesteps = sampler.timesteps  # (steps,) descending
-        if init is not None:  # img2img / inpaint start part-way through the schedule
-            timesteps = timesteps[steps - min(int(steps * strength), steps):]
-        bar.update(steps - len(timesteps))
-        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        shape = (1, self.unet.config.in_channels, height // self.latent_factor,
-                 width // self.latent_factor)
-        noise = torch.cat([torch.randn(shape, generator=g) for g in generators]).to(self.device)
-        if init is None:
-            x = noise * sampler.init_noise_sigma  # (B, C, h, w)
-        else:
-            init = init.expand(len(seeds), -1, -1, -1)
-            x = sampler.add_noise(init, noise, timesteps[:1]) if len(timesteps) else init
+    def _denoise(self, req: GenerationRequest, prompts: list[str], negatives: list[str],
+                 seeds: list[int], init: torch.Tensor | None, mask: torch.Tensor | None,
+                 callback: StepCallback) -> torch.Tensor:
+        """Latents (B, C, h, w) of one batch: noise, prompt contexts, the guided loop."""
+        f = self.latent_factor
+        shape = (self.unet.config.in_channels, req.height // f, req.width // f)
+        noise, generators = initial_noise(seeds, shape, self.device)  # (B, C, h, w)
         context = self.encode_prompt(prompts)  # (B, L, D)
-        uncond = self.encode_prompt(negatives) if guidance != 1.0 else None
-        denoiser = GuidedDenoiser(self._unet_call, context, uncond, guidance, rescale)
-        for i, t in enumerate(timesteps):
-            out = denoiser(sampler.scale_model_input(x, t), t.to(self.device))  # (B, C, h, w)
-            x = sampler.step(out.float(), t, x, generator=generators)
-            if mask is not None:  # keep the known region: the original at the next level
-                known = sampler.add_noise(init, noise, timesteps[i + 1:i + 2]) \
-                    if i + 1 < len(timesteps) else init
-                x = mask * x + (1 - mask) * known
-            bar.update(1)
-            if callback is not None and callback(i, int(t), x) is False:
-                raise GenerationCancelled(f"cancelled at step {i + 1} of {len(timesteps)}")
-        return x
+        uncond = self.encode_prompt(negatives) if req.guidance != 1.0 else None
+        model = GuidedDenoiser(self._unet_call, context, uncond, req.guidance,
+                               req.guidance_rescale)
+        return denoise(model, self.make_sampler(req.sampler), noise, req.steps, generators,
+                       init=init, strength=req.strength, mask=mask, callback=callback)
 
     def _kernels(self) -> contextlib.AbstractContextManager:
         """Batch-invariant convolution kernels on the CPU (see ``batch_invariant``)."""
@@ -346,10 +261,10 @@ class TextToImagePipeline:
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
-        """Text context (N, L, D): the text encoder's last hidden state (``config.context``)."""
+        """Text context (N, L, D) that the U-Net cross-attends to."""
         tokens = self.tokenizer(prompts).to(self.device)  # (N, L)
         with autocast(self.device, self.dtype):
-            return text_context(self.text_encoder, tokens, self.config.context).float()
+            return self.text_encoder.encode_context(tokens).float()
 
     @torch.no_grad()
     def encode_latents(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -367,83 +282,6 @@ class TextToImagePipeline:
             pixels = self.vae.decode(latents / vc.scaling_factor + vc.shift_factor).float()
         arr = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (N, 3, H, W)
         return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy()) for a in arr]
-
-    def _check(self, steps: int, guidance: float, sampler: str, num_images: int, height: int,
-               width: int, strength: float) -> None:
-        f = self.latent_factor
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-        if guidance < 0:
-            raise ValueError(f"guidance must be >= 0, got {guidance}")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; available: {', '.join(SAMPLERS)}")
-        if num_images < 1:
-            raise ValueError(f"num_images must be >= 1, got {num_images}")
-        if height < f or width < f or height % f or width % f:
-            raise ValueError(f"height and width must be positive multiples of {f} (the VAE's "
-                             f"latent factor), got {height}x{width}")
-        if not 0.0 <= strength <= 1.0:
-            raise ValueError(f"strength must be in [0, 1], got {strength}")
-
-    # ------------------------------------------------------------------ save / load
-
-    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
-        """Write ``pipeline.json`` and one mmgen model folder per network (atomically)."""
-        directory = Path(directory)
-        with atomic_path(directory) as tmp:
-            tmp.mkdir()
-            for name in COMPONENTS:
-                getattr(self, name).save_pretrained(tmp / name, dtype=dtype)
-            meta = {"class": "TextToImagePipeline", "config": asdict(self.config),
-                    "components": list(COMPONENTS)}
-            (tmp / PIPELINE_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
-        return directory
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu",
-                        dtype: str | torch.dtype = "fp32") -> TextToImagePipeline:
-        """Load a pipeline folder written by :meth:`save_pretrained`."""
-        directory = Path(directory)
-        try:
-            meta = json.loads((directory / PIPELINE_CONFIG).read_text())
-            config = meta["config"]
-            config = PipelineConfig(**{**config, "schedule": NoiseSchedule(**config["schedule"])})
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{directory} is not a pipeline folder (no "
-                                    f"{PIPELINE_CONFIG})") from None
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{directory / PIPELINE_CONFIG} is malformed: {e}") from None
-        nets = {name: PretrainedModel.from_pretrained(directory / name) for name in COMPONENTS}
-        return cls(**nets, config=config, device=device, dtype=dtype)
-
-    @classmethod
-    def from_diffusers_folder(cls, directory: str | Path, device: str | torch.device = "cpu",
-                              dtype: str | torch.dtype = "fp32") -> TextToImagePipeline:
-        """A Stable Diffusion 1.x folder in diffusers' layout (``model_index.json``)."""
-        from mmgen.interop.stable_diffusion import read_sd_folder
-
-        return cls.from_components(read_sd_folder(directory), device, dtype)
-
-    @classmethod
-    def from_single_file(cls, path: str | Path, device: str | torch.device = "cpu",
-                         dtype: str | torch.dtype = "fp32") -> TextToImagePipeline:
-        """An original (CompVis / AUTOMATIC1111) Stable Diffusion 1.x ``.safetensors`` or
-        ``.ckpt`` file (pickles only through ``torch.load(weights_only=True)``)."""
-        from mmgen.interop.stable_diffusion import read_sd_single_file
-
-        return cls.from_components(read_sd_single_file(path), device, dtype)
-
-    @classmethod
-    def from_components(cls, c: Any, device: str | torch.device = "cpu",
-                        dtype: str | torch.dtype = "fp32") -> TextToImagePipeline:
-        """A pipeline of :class:`mmgen.interop.stable_diffusion.SDComponents`."""
-        side = c.unet.config.sample_size * c.vae.latent_factor  # SD 1.x: 64 * 8 = 512
-        config = PipelineConfig(
-            name=c.name, schedule=c.sampler.schedule, height=side, width=side,
-            pad_token_id=c.tokenizer.pad_token_id,
-            set_alpha_to_one=bool(c.scheduler_config.get("set_alpha_to_one", True)))
-        return cls(c.unet, c.vae, c.text_encoder, config, device=device, dtype=dtype)
-
 
 
 def to_pixels(image: Image.Image | torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -15,6 +15,9 @@ _LAZY = {"from_torchvision": "mmgen.interop.torchvision",
          "from_transformers": "mmgen.interop.transformers_clip",
          "from_diffusers": "mmgen.interop.diffusers",
          "sampler_from_diffusers": "mmgen.interop.diffusers_schedulers",
+         "load_sd_folder": "mmgen.interop.stable_diffusion",
+         "load_sd_single_file": "mmgen.interop.stable_diffusion",
+         "sd_pipeline": "mmgen.interop.stable_diffusion",
          "read_sd_folder": "mmgen.interop.stable_diffusion",
          "read_sd_single_file": "mmgen.interop.stable_diffusion",
          "write_sd_single_file": "mmgen.interop.stable_diffusion"}
@@ -29,6 +32,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["KeyMapError", "convert_state_dict", "from_diffusers", "from_open_clip",
-           "from_torchvision", "from_transformers", "load_converted", "read_sd_folder",
-           "read_sd_single_file", "regex_rename", "sampler_from_diffusers",
-           "write_sd_single_file"]
+           "from_torchvision", "from_transformers", "load_converted", "load_sd_folder",
+           "load_sd_single_file", "read_sd_folder", "read_sd_single_file", "regex_rename",
+           "sampler_from_diffusers", "sd_pipeline", "write_sd_single_file"]

@@ -1,34 +1,20 @@
-"""Stable Diffusion 1.x checkpoints, in the two layouts people own, as mmgen components.
+"""Stable Diffusion 1.x checkpoints, in the two layouts people own, as mmgen pipelines.
 
-* :func:`read_sd_folder`: a diffusers pipeline folder (``model_index.json``, ``unet/``,
-  ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``), read offline.
-* :func:`read_sd_single_file`: an original CompVis / AUTOMATIC1111 single file (``.safetensors``,
-  or ``.ckpt`` loaded with ``torch.load(weights_only=True)``). Its keys are converted to
-  diffusers' names with diffusers' own utilities (``diffusers.loaders.single_file_utils``), so
-  diffusers must be installed for this one; the configs are inferred from the tensor shapes.
+* :func:`load_sd_folder` / :func:`read_sd_folder`: a diffusers pipeline folder
+  (``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``,
+  ``scheduler/``), read offline.
+* :func:`load_sd_single_file` / :func:`read_sd_single_file`: an original CompVis /
+  AUTOMATIC1111 single file (``.safetensors``, or ``.ckpt`` loaded with
+  ``torch.load(weights_only=True)``). Its keys are converted to diffusers' names with diffusers'
+  own utilities (``diffusers.loaders.single_file_utils``), so diffusers must be installed for
+  this one; the configs are inferred from the tensor shapes (:mod:`mmgen.interop.ldm_keys`).
 * :func:`write_sd_single_file`: the inverse, folder or :class:`SDComponents` -> one original
   format ``.safetensors`` (e.g. for AUTOMATIC1111).
 
-Both readers return an :class:`SDComponents`. The original (LDM) names, per component::
-
-    model.diffusion_model.                     U-Net; L = layers per block, b = level
-      time_embed.0 / .2                        time_embedding.linear_1 / linear_2
-      input_blocks.0.0                         conv_in
-      input_blocks.{1 + b(L+1) + j}.0 / .1     down_blocks.b.resnets.j / attentions.j
-      input_blocks.{(b+1)(L+1)}.0.op           down_blocks.b.downsamplers.0.conv
-      middle_block.0 / .1 / .2                 mid_block.resnets.0 / attentions.0 / resnets.1
-      output_blocks.{b(L+1) + j}.0 / .1        up_blocks.b.resnets.j / attentions.j
-      output_blocks.{b(L+1) + L}.{1|2}.conv    up_blocks.b.upsamplers.0.conv (.2 after attention)
-      out.0 / out.2                            conv_norm_out / conv_out
-      resnet in_layers.0/.2, emb_layers.1,     norm1/conv1, time_emb_proj,
-        out_layers.0/.3, skip_connection       norm2/conv2, conv_shortcut
-    first_stage_model.                         VAE; n = levels
-      encoder.down.i.block.j / .downsample     encoder.down_blocks.i.resnets.j / .downsamplers.0
-      decoder.up.{n-1-i}.block.j / .upsample   decoder.up_blocks.i.resnets.j / .upsamplers.0
-      {en,de}coder.mid.block_1/attn_1/block_2  mid_block.resnets.0/attentions.0/resnets.1
-      attn_1.norm/q/k/v/proj_out (1x1 convs)   group_norm/to_q/to_k/to_v/to_out.0 (linears)
-      {en,de}coder.norm_out, nin_shortcut      conv_norm_out, conv_shortcut
-    cond_stage_model.transformer.              text encoder: transformers' CLIPTextModel keys
+The ``read_*`` functions return the networks and settings as :class:`SDComponents`; the
+``load_*`` functions (what :func:`mmgen.load` calls) put them in a
+:class:`~mmgen.diffusion.pipeline.TextToImagePipeline` through :func:`sd_pipeline`. The
+original (LDM) key names are mapped in :mod:`mmgen.interop.ldm_keys`.
 """
 
 from __future__ import annotations
@@ -36,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,10 +31,11 @@ import torch
 from safetensors import SafetensorError
 
 from mmgen.checkpoint import load_state_dict, save_state_dict
-from mmgen.clip.model import CLIPTextModel
+from mmgen.clip.model import CLIPTextModel, TextConfig
+from mmgen.diffusion.pipeline import PipelineConfig, TextToImagePipeline
 from mmgen.diffusion.samplers import Sampler, create_sampler
 from mmgen.diffusion.unet import UNet
-from mmgen.interop.convert import KeyMapError, read_json
+from mmgen.interop.convert import read_json
 from mmgen.interop.diffusers import WEIGHT_FILES as DIFFUSERS_WEIGHT_FILES
 from mmgen.interop.diffusers import from_diffusers, from_diffusers_state_dict
 from mmgen.interop.diffusers_schedulers import (
@@ -56,12 +43,21 @@ from mmgen.interop.diffusers_schedulers import (
     sampler_from_diffusers,
     schedule_from_diffusers,
 )
+from mmgen.interop.ldm_keys import (
+    TEXT_PREFIX,
+    UNET_PREFIX,
+    VAE_PREFIX,
+    strip_prefix,
+    text_config_from_ldm,
+    text_model_keys,
+    unet_config_from_ldm,
+    unet_to_ldm,
+    vae_config_from_ldm,
+    vae_to_ldm,
+)
 from mmgen.interop.transformers_clip import from_transformers, from_transformers_state_dict
 from mmgen.vae.autoencoder_kl import AutoencoderKL
 
-UNET_PREFIX = "model.diffusion_model."
-VAE_PREFIX = "first_stage_model."
-TEXT_PREFIX = "cond_stage_model.transformer."
 # model_index.json "_class_name"s read here (they share the SD 1.x components).
 PIPELINE_CLASSES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
                     "StableDiffusionInpaintPipeline")
@@ -78,7 +74,6 @@ SD1_SCHEDULER = {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000,
                  "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
                  "prediction_type": "epsilon", "clip_sample": False, "set_alpha_to_one": False,
                  "steps_offset": 1, "timestep_spacing": "leading"}
-SD1_SCALING_FACTOR = 0.18215  # v1-inference.yaml scale_factor: latents = z * 0.18215
 
 
 @dataclass
@@ -105,6 +100,53 @@ class SDComponents:
 
 
 # ----------------------------------------------------------------------------- public API
+
+
+def load_sd_folder(directory: str | os.PathLike, device: str | torch.device = "cpu",
+                   dtype: str | torch.dtype = "fp32") -> TextToImagePipeline:
+    """A text-to-image pipeline of a Stable Diffusion 1.x folder in diffusers' layout.
+
+    Args:
+        directory: the folder holding ``model_index.json`` (see :func:`read_sd_folder`).
+        device: where the pipeline runs.
+        dtype: the pipeline's compute dtype (``"fp32"``, ``"bf16"``, ``"fp16"``, ``"auto"``
+            or a ``torch.dtype``, as for ``TextToImagePipeline``); weights are read as float32.
+    """
+    return sd_pipeline(read_sd_folder(directory), device=device, dtype=dtype)
+
+
+def load_sd_single_file(path: str | os.PathLike, device: str | torch.device = "cpu",
+                        dtype: str | torch.dtype = "fp32") -> TextToImagePipeline:
+    """A text-to-image pipeline of an original (CompVis / AUTOMATIC1111) Stable Diffusion 1.x
+    ``.safetensors`` or ``.ckpt`` file (pickles only through ``torch.load(weights_only=True)``).
+
+    Args:
+        path: the checkpoint file (see :func:`read_sd_single_file`).
+        device: where the pipeline runs.
+        dtype: the pipeline's compute dtype, as for :func:`load_sd_folder`.
+    """
+    return sd_pipeline(read_sd_single_file(path), device=device, dtype=dtype)
+
+
+def sd_pipeline(components: SDComponents, device: str | torch.device = "cpu",
+                dtype: str | torch.dtype = "fp32") -> TextToImagePipeline:
+    """A text-to-image pipeline of Stable Diffusion components.
+
+    Its default image size is the U-Net's sample size in pixels, its schedule, padding and
+    DDIM final step those of the checkpoint.
+
+    Args:
+        components: what :func:`read_sd_folder` or :func:`read_sd_single_file` returned.
+        device: where the pipeline runs.
+        dtype: the pipeline's compute dtype, as for :func:`load_sd_folder`.
+    """
+    c = components
+    side = c.unet.config.sample_size * c.vae.latent_factor  # SD 1.x: 64 * 8 = 512
+    config = PipelineConfig(
+        name=c.name, schedule=c.sampler.schedule, height=side, width=side,
+        pad_token_id=c.tokenizer.pad_token_id,
+        set_alpha_to_one=bool(c.scheduler_config.get("set_alpha_to_one", True)))
+    return TextToImagePipeline(c.unet, c.vae, c.text_encoder, config, device=device, dtype=dtype)
 
 
 def read_sd_folder(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> SDComponents:
@@ -146,8 +188,9 @@ def read_sd_single_file(path: str | os.PathLike, dtype: torch.dtype = torch.floa
     """Read an original (CompVis / AUTOMATIC1111) Stable Diffusion 1.x single-file checkpoint.
 
     Keys are converted with diffusers' ``convert_ldm_{unet,vae,clip}_checkpoint``; the configs
-    are inferred from the shapes (:func:`unet_config_from_ldm` and friends). The file carries
-    no scheduler: the SD 1.x training schedule (:data:`SD1_SCHEDULER`) is used.
+    are inferred from the shapes (:func:`mmgen.interop.ldm_keys.unet_config_from_ldm` and
+    friends). The file carries no scheduler: the SD 1.x training schedule
+    (:data:`SD1_SCHEDULER`) is used.
 
     Args:
         path: a ``.safetensors`` file, or a ``.ckpt``/``.pt``/``.bin`` pickle (loaded with
@@ -172,9 +215,9 @@ def read_sd_single_file(path: str | os.PathLike, dtype: torch.dtype = torch.floa
         raise ImportError("loading an original single-file checkpoint needs diffusers: "
                           "pip install diffusers") from None
 
-    unet_config = unet_config_from_ldm(_strip(state, UNET_PREFIX))
-    vae_config = vae_config_from_ldm(_strip(state, VAE_PREFIX))
-    text_state = _text_model_keys(sfu.convert_ldm_clip_checkpoint(state))
+    unet_config = unet_config_from_ldm(strip_prefix(state, UNET_PREFIX))
+    vae_config = vae_config_from_ldm(strip_prefix(state, VAE_PREFIX))
+    text_state = text_model_keys(sfu.convert_ldm_clip_checkpoint(state))
     unet = from_diffusers_state_dict(sfu.convert_ldm_unet_checkpoint(state, unet_config),
                                      unet_config, dtype=dtype)
     vae = from_diffusers_state_dict(sfu.convert_ldm_vae_checkpoint(state, vae_config),
@@ -212,7 +255,7 @@ def write_sd_single_file(components_or_folder: SDComponents | str | os.PathLike,
                            for name in ("unet", "vae", "text_encoder"))
     state = {**{UNET_PREFIX + k: v for k, v in unet_to_ldm(unet).items()},
              **{VAE_PREFIX + k: v for k, v in vae_to_ldm(vae).items()},
-             **{TEXT_PREFIX + k: v for k, v in _text_model_keys(text).items()}}
+             **{TEXT_PREFIX + k: v for k, v in text_model_keys(text).items()}}
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     save_state_dict(state, path, metadata={"format": "pt"})
@@ -310,150 +353,11 @@ def _component_weights(folder: Path, name: str) -> dict[str, torch.Tensor]:
                             f"{', '.join(WEIGHT_FILES[name])}")
 
 
-def _diffusers_state_dicts(c: SDComponents) -> tuple[dict[str, torch.Tensor], ...]:
-    """(U-Net, VAE, text encoder) state dicts of mmgen models with diffusers/transformers
-    names: the U-Net and VAE already use diffusers' names, CLIP uses OpenAI's."""
-    return dict(c.unet.state_dict()), dict(c.vae.state_dict()), _clip_to_transformers(
-        c.text_encoder)
-
-
-def _clip_to_transformers(model: CLIPTextModel) -> dict[str, torch.Tensor]:
-    """mmgen (OpenAI-named) CLIP text model -> transformers ``text_model.*`` keys; the inverse
-    of :mod:`mmgen.interop.transformers_clip`'s map for text models without projection."""
-    cfg = model.text_config
-    if cfg.embed_dim or cfg.kept_tokens:
-        raise ValueError("only a full-vocabulary CLIP text model without projection (Stable "
-                         "Diffusion 1.x's text encoder) can be written to a single file")
-    names = [(r"^token_embedding\.", "embeddings.token_embedding."),
-             (r"^positional_embedding$", "embeddings.position_embedding.weight"),
-             (r"^transformer\.resblocks\.", "encoder.layers."),
-             (r"^ln_final\.", "final_layer_norm."),
-             (r"\.attn\.", ".self_attn."), (r"\.ln_1\.", ".layer_norm1."),
-             (r"\.ln_2\.", ".layer_norm2."), (r"\.mlp\.c_fc\.", ".mlp.fc1."),
-             (r"\.mlp\.c_proj\.", ".mlp.fc2.")]
-    out = {}
-    for key, value in model.state_dict().items():
-        for pattern, repl in names:
-            key = re.sub(pattern, repl, key)
-        if ".self_attn.in_proj_" in key:  # packed (q; k; v) -> three linears
-            block, kind = key.split(".self_attn.in_proj_")
-            for n, part in zip("qkv", value.chunk(3), strict=True):
-                out[f"text_model.{block}.self_attn.{n}_proj.{kind}"] = part
-        else:
-            out[f"text_model.{key}"] = value
-    return out
-
-
-# ----------------------------------------------------------------------------- writing
-
-
-RESNET_TO_LDM = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
-                 "norm2": "out_layers.0", "conv2": "out_layers.3",
-                 "conv_shortcut": "skip_connection"}
-UNET_TOP_TO_LDM = {"time_embedding.linear_1": "time_embed.0",
-                   "time_embedding.linear_2": "time_embed.2", "conv_in": "input_blocks.0.0",
-                   "conv_norm_out": "out.0", "conv_out": "out.2"}
-# VAE mid-block attention, current and pre-0.14 diffusers names -> LDM's 1x1 convs.
-VAE_ATTENTION_TO_LDM = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v",
-                        "to_out.0": "proj_out", "query": "q", "key": "k", "value": "v",
-                        "proj_attn": "proj_out"}
-
-
-def unet_to_ldm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """diffusers ``UNet2DConditionModel`` keys -> LDM keys (without ``model.diffusion_model.``).
-
-    Raises:
-        KeyMapError: a key with no LDM name (e.g. SDXL's ``add_embedding``).
-    """
-    per = _count(state, r"^down_blocks\.0\.resnets\.(\d+)\.") + 1  # L + 1 input blocks a level
-    attention_levels = {int(m[1]) for k in state if (m := re.match(r"up_blocks\.(\d+)\.att", k))}
-
-    def resnet(name: str, rest: str) -> str:
-        part, _, param = rest.partition(".")
-        return f"{name}.{RESNET_TO_LDM[part]}.{param}"
-
-    rules: list[tuple[str, Callable[..., str]]] = [
-        (r"^(time_embedding\.linear_[12]|conv_in|conv_norm_out|conv_out)\.(\w+)$",
-         lambda m, p: f"{UNET_TOP_TO_LDM[m]}.{p}"),
-        (r"^down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)$",
-         lambda b, j, r: resnet(f"input_blocks.{1 + int(b) * per + int(j)}.0", r)),
-        (r"^down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)$",
-         lambda b, j, r: f"input_blocks.{1 + int(b) * per + int(j)}.1.{r}"),
-        (r"^down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)$",
-         lambda b, r: f"input_blocks.{(int(b) + 1) * per}.0.op.{r}"),
-        (r"^mid_block\.resnets\.([01])\.(.+)$",
-         lambda i, r: resnet(f"middle_block.{2 * int(i)}", r)),
-        (r"^mid_block\.attentions\.0\.(.+)$", lambda r: f"middle_block.1.{r}"),
-        (r"^up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)$",
-         lambda b, j, r: resnet(f"output_blocks.{int(b) * per + int(j)}.0", r)),
-        (r"^up_blocks\.(\d+)\.attentions\.(\d+)\.(.+)$",
-         lambda b, j, r: f"output_blocks.{int(b) * per + int(j)}.1.{r}"),
-        (r"^up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)$",  # after the attention, if any
-         lambda b, r: f"output_blocks.{int(b) * per + per - 1}."
-                      f"{2 if int(b) in attention_levels else 1}.conv.{r}"),
-    ]
-    return _rename_all(state, rules, "U-Net")
-
-
-def vae_to_ldm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """diffusers ``AutoencoderKL`` keys -> LDM keys (without ``first_stage_model.``); the
-    mid-block attention's linear weights (C, C) become 1x1 conv weights (C, C, 1, 1)."""
-    levels = _count(state, r"^decoder\.up_blocks\.(\d+)\.")
-
-    def resnet(name: str, rest: str) -> str:
-        return f"{name}.{rest.replace('conv_shortcut.', 'nin_shortcut.')}"
-
-    def attention(coder: str, rest: str) -> str:
-        part, param = rest.rsplit(".", 1)
-        return f"{coder}.mid.attn_1.{VAE_ATTENTION_TO_LDM[part]}.{param}"
-
-    rules: list[tuple[str, Callable[..., str]]] = [
-        (r"^encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)$",
-         lambda i, j, r: resnet(f"encoder.down.{i}.block.{j}", r)),
-        (r"^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)$",
-         lambda i, r: f"encoder.down.{i}.downsample.conv.{r}"),
-        (r"^decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)$",
-         lambda i, j, r: resnet(f"decoder.up.{levels - 1 - int(i)}.block.{j}", r)),
-        (r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)$",
-         lambda i, r: f"decoder.up.{levels - 1 - int(i)}.upsample.conv.{r}"),
-        (r"^(encoder|decoder)\.mid_block\.resnets\.([01])\.(.+)$",
-         lambda c, i, r: resnet(f"{c}.mid.block_{int(i) + 1}", r)),
-        (r"^(encoder|decoder)\.mid_block\.attentions\.0\.(.+)$", attention),
-        (r"^(encoder|decoder)\.conv_norm_out\.(.+)$", lambda c, r: f"{c}.norm_out.{r}"),
-        (r"^((?:encoder|decoder)\.conv_(?:in|out)|quant_conv|post_quant_conv)\.(.+)$",
-         lambda m, r: f"{m}.{r}"),
-    ]
-    out = _rename_all(state, rules, "VAE")
-    for key, value in out.items():
-        if ".mid.attn_1." in key and key.endswith(".weight") and value.dim() == 2:
-            out[key] = value[:, :, None, None]  # (C, C) -> (C, C, 1, 1)
-    return out
-
-
-def _rename_all(state: Mapping[str, torch.Tensor], rules: list[tuple[str, Callable[..., str]]],
-                what: str) -> dict[str, torch.Tensor]:
-    compiled = [(re.compile(p), fn) for p, fn in rules]
-    out, unknown = {}, []
-    for key, value in state.items():
-        match = next(((m, fn) for p, fn in compiled if (m := p.match(key))), None)
-        if match is None:
-            unknown.append(key)
-            continue
-        try:
-            out[match[1](*match[0].groups())] = value
-        except KeyError:
-            unknown.append(key)
-    if unknown:
-        raise KeyMapError(f"{what} keys without an original (LDM) name ({len(unknown)}): "
-                          f"{', '.join(unknown[:6])}{' ...' if len(unknown) > 6 else ''}; only "
-                          "Stable Diffusion 1.x components can be written")
-    return out
-
-
-# ----------------------------------------------------------------------------- reading
+# ----------------------------------------------------------------------------- single files
 
 
 def _check_single_file_keys(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Refuse, with what was found, a file that is not a complete SD 1.x checkpoint."""
     def has(prefix: str) -> bool:
         return any(k.startswith(prefix) for k in state)
 
@@ -474,106 +378,41 @@ def _check_single_file_keys(state: Mapping[str, torch.Tensor], path: Path) -> No
                              "Stable Diffusion 1.x checkpoints")
 
 
-def unet_config_from_ldm(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """diffusers ``UNet2DConditionModel`` config of an LDM U-Net state dict (keys without
-    ``model.diffusion_model.``), inferred from its shapes and key indices."""
-    if any(k.startswith("label_emb.") for k in state):
-        raise ValueError("this U-Net is class- or size-conditioned (label_emb.*, e.g. SDXL); "
-                         "only Stable Diffusion 1.x U-Nets are supported")
-    conv_in = state["input_blocks.0.0.weight"]  # (C0, in_channels, 3, 3)
-    levels: list[list[int]] = [[]]  # input block indices of the resnets at each resolution
-    for i in range(1, _count(state, r"^input_blocks\.(\d+)\.")):
-        if f"input_blocks.{i}.0.op.weight" in state:  # a downsampler ends a level
-            levels.append([])
+# ----------------------------------------------------------------------------- writing
+
+
+def _diffusers_state_dicts(c: SDComponents) -> tuple[dict[str, torch.Tensor], ...]:
+    """(U-Net, VAE, text encoder) state dicts of mmgen models with diffusers/transformers
+    names: the U-Net and VAE already use diffusers' names, CLIP uses OpenAI's."""
+    return dict(c.unet.state_dict()), dict(c.vae.state_dict()), _clip_to_transformers(
+        c.text_encoder)
+
+
+def _clip_to_transformers(model: CLIPTextModel) -> dict[str, torch.Tensor]:
+    """mmgen (OpenAI-named) CLIP text model -> transformers ``text_model.*`` keys; the inverse
+    of :mod:`mmgen.interop.transformers_clip`'s map for text models without projection."""
+    cfg = model.text_config
+    # Subclasses of TextConfig (e.g. Shapes' restricted vocabulary) have no transformers form.
+    if type(cfg) is not TextConfig or cfg.embed_dim:
+        raise ValueError(f"only a plain CLIP text model without projection (TextConfig, "
+                         f"embed_dim=0: Stable Diffusion 1.x's text encoder) can be written to "
+                         f"a single file; got a {type(cfg).__name__} with "
+                         f"embed_dim={cfg.embed_dim}")
+    names = [(r"^token_embedding\.", "embeddings.token_embedding."),
+             (r"^positional_embedding$", "embeddings.position_embedding.weight"),
+             (r"^transformer\.resblocks\.", "encoder.layers."),
+             (r"^ln_final\.", "final_layer_norm."),
+             (r"\.attn\.", ".self_attn."), (r"\.ln_1\.", ".layer_norm1."),
+             (r"\.ln_2\.", ".layer_norm2."), (r"\.mlp\.c_fc\.", ".mlp.fc1."),
+             (r"\.mlp\.c_proj\.", ".mlp.fc2.")]
+    out = {}
+    for key, value in model.state_dict().items():
+        for pattern, repl in names:
+            key = re.sub(pattern, repl, key)
+        if ".self_attn.in_proj_" in key:  # packed (q; k; v) -> three linears
+            block, kind = key.split(".self_attn.in_proj_")
+            for n, part in zip("qkv", value.chunk(3), strict=True):
+                out[f"text_model.{block}.self_attn.{n}_proj.{kind}"] = part
         else:
-            levels[-1].append(i)
-    layers = {len(level) for level in levels}
-    attention = [{f"input_blocks.{i}.1.proj_in.weight" in state for i in level}
-                 for level in levels]
-    if len(layers) != 1 or any(len(a) != 1 for a in attention):
-        raise ValueError(f"unsupported U-Net layout: resnets per level {sorted(layers)}, "
-                         "attention in only some blocks of a level")
-    attention = [a.pop() for a in attention]
-    channels = [state[f"input_blocks.{level[0]}.0.out_layers.3.weight"].shape[0]
-                for level in levels]
-    first = next((level[0] for level, a in zip(levels, attention, strict=True) if a), None)
-    if first is None or "middle_block.1.proj_in.weight" not in state:
-        raise ValueError("the U-Net has no cross-attention blocks: not a text-to-image U-Net")
-    block = f"input_blocks.{first}.1"
-    context = state[f"{block}.transformer_blocks.0.attn2.to_k.weight"].shape[1]
-    linear = state[f"{block}.proj_in.weight"].dim() == 2
-    if linear or context == 1024:
-        # SD 2.x (num_head_channels: 64): 64 channels per head; diffusers' misnamed
-        # attention_head_dim holds the number of heads per level.
-        heads: int | list[int] = [c // 64 for c in channels]
-    else:
-        # SD 1.x (v1-inference.yaml num_heads: 8): 8 heads at every level. Head counts do not
-        # show in the shapes; this is the assumption for every context size but 1024.
-        heads = 8
-    depth = _count(state, rf"^{re.escape(block)}\.transformer_blocks\.(\d+)\.")
-    return {"_class_name": "UNet2DConditionModel", "sample_size": 64,  # 512 px / 8
-            "in_channels": conv_in.shape[1], "out_channels": state["out.2.weight"].shape[0],
-            "block_out_channels": channels, "layers_per_block": layers.pop(),
-            "down_block_types": ["CrossAttnDownBlock2D" if a else "DownBlock2D"
-                                 for a in attention],
-            "mid_block_type": "UNetMidBlock2DCrossAttn",
-            "up_block_types": ["CrossAttnUpBlock2D" if a else "UpBlock2D"
-                               for a in reversed(attention)],
-            "cross_attention_dim": context, "attention_head_dim": heads,
-            "use_linear_projection": linear,
-            "transformer_layers_per_block": depth,
-            "act_fn": "silu", "norm_num_groups": 32, "norm_eps": 1e-5, "flip_sin_to_cos": True,
-            "freq_shift": 0, "downsample_padding": 1, "center_input_sample": False}
-
-
-def vae_config_from_ldm(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """diffusers ``AutoencoderKL`` config of an LDM VAE state dict (keys without
-    ``first_stage_model.``), inferred from its shapes."""
-    if "quant_conv.weight" not in state:
-        raise ValueError("the VAE has no quant_conv: not a Stable Diffusion 1.x VAE")
-    levels = _count(state, r"^encoder\.down\.(\d+)\.")
-    channels = [state[f"encoder.down.{i}.block.0.conv2.weight"].shape[0] for i in range(levels)]
-    return {"_class_name": "AutoencoderKL", "sample_size": 512,
-            "in_channels": state["encoder.conv_in.weight"].shape[1],
-            "out_channels": state["decoder.conv_out.weight"].shape[0],
-            "latent_channels": state["decoder.conv_in.weight"].shape[1],
-            "block_out_channels": channels,
-            "layers_per_block": _count(state, r"^encoder\.down\.0\.block\.(\d+)\."),
-            "down_block_types": ["DownEncoderBlock2D"] * levels,
-            "up_block_types": ["UpDecoderBlock2D"] * levels,
-            "act_fn": "silu", "norm_num_groups": 32, "scaling_factor": SD1_SCALING_FACTOR}
-
-
-def text_config_from_ldm(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """transformers ``CLIPTextConfig`` dict of a CLIP text state dict (``text_model.*`` keys),
-    inferred from its shapes; settings as in SD 1.x's ``text_encoder/config.json``."""
-    vocab, width = state["text_model.embeddings.token_embedding.weight"].shape
-    return {"architectures": ["CLIPTextModel"], "model_type": "clip_text_model",
-            "vocab_size": vocab, "hidden_size": width,
-            "max_position_embeddings": state[
-                "text_model.embeddings.position_embedding.weight"].shape[0],
-            "intermediate_size": state["text_model.encoder.layers.0.mlp.fc1.weight"].shape[0],
-            "num_hidden_layers": _count(state, r"^text_model\.encoder\.layers\.(\d+)\."),
-            # OpenAI's CLIP text towers use 64 channels per head (SD 1.x: 768 / 12 heads).
-            "num_attention_heads": max(1, width // 64),
-            "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5, "projection_dim": 768,
-            "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1}  # SD 1.x's legacy ids
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _count(state: Mapping[str, Any], pattern: str) -> int:
-    """1 + the largest index captured by ``pattern`` in the keys (0 when none matches)."""
-    found = [int(m[1]) for k in state if (m := re.match(pattern, k))]
-    return max(found) + 1 if found else 0
-
-
-def _strip(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-
-
-def _text_model_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Every CLIP text key with its ``text_model.`` prefix (transformers 5 saves without it)."""
-    return {k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in state.items()}
-
+            out[f"text_model.{key}"] = value
+    return out

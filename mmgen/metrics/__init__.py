@@ -4,7 +4,12 @@ Distribution metrics take features ``(N, D)`` from any extractor (:func:`extract
 paired metrics (PSNR, SSIM) take image batches. See ``docs/metrics.md``.
 """
 
-from mmgen.metrics.clip_score import CLIPModel, clip_score, clip_score_from_embeddings
+from mmgen.metrics.clip_score import (
+    CLIPModel,
+    ScoringCLIP,
+    clip_score,
+    clip_score_from_embeddings,
+)
 from mmgen.metrics.features import check_images, extract_features, iter_image_batches
 from mmgen.metrics.fid import compute_fid, fid
 from mmgen.metrics.frechet import feature_statistics, frechet_distance
@@ -27,6 +32,7 @@ __all__ = [
     "MetricResult",
     "ReferenceStats",
     "check_images",
+    "ScoringCLIP",
     "clip_score",
     "clip_score_from_embeddings",
     "compute_fid",

@@ -10,7 +10,8 @@ average instead, which gives the same number whenever no pair has a negative cos
 Any CLIP works: an object with ``encode_image(images) -> (B, D)`` and
 ``encode_text(texts) -> (B, D)``. Images reach ``encode_image`` as float ``(B, 3, H, W)`` in
 ``[0, 1]``, so resizing and normalisation are the model's job; texts are passed as a list of
-strings, or through ``tokenizer`` first if one is given.
+strings, or through ``tokenizer`` first if one is given. An mmgen CLIP model is one through
+:class:`ScoringCLIP`: ``clip_score(images, prompts, ScoringCLIP(mmgen.load("shapes-clip")))``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,23 @@ class CLIPModel(Protocol):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor: ...
 
     def encode_text(self, texts: Any) -> torch.Tensor: ...
+
+
+class ScoringCLIP(torch.nn.Module):
+    """An mmgen CLIP (``mmgen.load("shapes-clip")``, ``from_open_clip(...)``) as a
+    :class:`CLIPModel`: images in [0, 1] of any size are resized and normalised with the
+    model's ``preprocess``, strings tokenized with its ``tokenize``."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, E)
+        return self.model.encode_image(self.model.preprocess(images))
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:  # N strings -> (N, E)
+        device = next(self.model.parameters()).device
+        return self.model.encode_text(self.model.tokenize(list(texts)).to(device))
 
 
 def clip_score_from_embeddings(image_embeds: torch.Tensor, text_embeds: torch.Tensor

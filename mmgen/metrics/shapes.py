@@ -28,7 +28,7 @@ class ShapesFeatures(nn.Module):
     def __init__(self, classifier: nn.Module | str = CLASSIFIER):
         super().__init__()
         if isinstance(classifier, str):
-            from mmgen.registry import load
+            from mmgen.hub import load
 
             classifier = load(classifier)
         self.classifier = classifier.eval()

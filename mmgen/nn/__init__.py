@@ -14,6 +14,7 @@ from mmgen.nn.transformer import (
     Attention,
     FeedForward,
     LinearActivation,
+    QuickGELU,
     TransformerBlock,
     modulate,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "FeedForward",
     "LinearActivation",
     "PatchEmbed",
+    "QuickGELU",
     "ResBlock",
     "TimestepEmbedding",
     "TransformerBlock",

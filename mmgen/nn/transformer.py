@@ -87,22 +87,30 @@ class GEGLU(nn.Module):
         return value * F.gelu(gate)
 
 
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x), the sigmoid approximation of GELU (Hendrycks & Gimpel 2016,
+    sec. 2) that OpenAI trained CLIP with; its weights need it, not ``nn.GELU``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
 class LinearActivation(nn.Module):
-    """A linear layer followed by "gelu", "gelu_tanh" or "quick_gelu" (x * sigmoid(1.702 x),
-    the GELU approximation of the original CLIP)."""
+    """A linear layer followed by "gelu", "gelu_tanh" or "quick_gelu" (:class:`QuickGELU`)."""
 
     def __init__(self, dim_in: int, dim_out: int, activation: str):
         super().__init__()
+        acts = {"gelu": nn.GELU(), "gelu_tanh": nn.GELU(approximate="tanh"),
+                "quick_gelu": QuickGELU()}
+        if activation not in acts:
+            raise ValueError(f"unknown LinearActivation activation {activation!r}; choose one "
+                             f"of {sorted(acts)}")
         self.proj = nn.Linear(dim_in, dim_out)
         self.activation = activation
+        self.act = acts[activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj(x)  # (..., dim_out)
-        if self.activation == "gelu":
-            return F.gelu(x)
-        if self.activation == "gelu_tanh":
-            return F.gelu(x, approximate="tanh")
-        return x * torch.sigmoid(1.702 * x)  # quick_gelu
+        return self.act(self.proj(x))  # (..., dim_out)
 
 
 class FeedForward(nn.Module):

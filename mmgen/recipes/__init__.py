@@ -1,33 +1,32 @@
 """Recipes: the seeded, versioned training runs that produce mmgen's bundled weights.
 
-``mmgen train --recipe NAME`` runs one; ``--install`` copies the result (fp16 safetensors +
-config.json with its measured results) into ``mmgen/weights/NAME``, where ``mmgen.load(NAME)``
-finds it offline.
+``mmgen train --recipe NAME`` runs one (:func:`~mmgen.recipes.base.run_recipe`); ``--install``
+copies the result (fp16 safetensors + config.json with its measured results) into the user's
+model directory (:func:`mmgen.hub.user_model_dir`), where ``mmgen.load(NAME)`` finds it
+offline. Only recipes that meet their targets are registered here; experiments live in
+``scripts/experiments/``.
 """
 
-from mmgen.recipes.classifiers import (
-    CLASSIFIER_RECIPES,
-    ClassifierRecipe,
+from mmgen.recipes.base import (
+    RECIPES,
+    Recipe,
+    Setup,
+    get_recipe,
     missed_targets,
-    run_classifier,
+    register_recipes,
+    run_recipe,
 )
+from mmgen.recipes.classifiers import CLASSIFIER_RECIPES, ClassifierRecipe, mnist_classifier
 from mmgen.recipes.clip import CLIP_RECIPES, ClipRecipe
 from mmgen.recipes.t2i import T2I_RECIPES, T2IRecipe, VAERecipe
 
-RECIPES = {**CLASSIFIER_RECIPES, **CLIP_RECIPES, **T2I_RECIPES}
-
 
 def list_recipes() -> list[str]:
-    """Names of all recipes."""
+    """Names of all registered recipes."""
     return sorted(RECIPES)
 
 
-def get_recipe(name: str):
-    """The recipe called ``name``; a clear error listing the others."""
-    if name not in RECIPES:
-        raise KeyError(f"unknown recipe {name!r}; available: {', '.join(list_recipes())}")
-    return RECIPES[name]
-
-
-__all__ = ["RECIPES", "ClassifierRecipe", "ClipRecipe", "T2IRecipe", "VAERecipe",
-           "get_recipe", "list_recipes", "missed_targets", "run_classifier"]
+__all__ = ["CLASSIFIER_RECIPES", "CLIP_RECIPES", "RECIPES", "T2I_RECIPES", "ClassifierRecipe",
+           "ClipRecipe", "Recipe", "Setup", "T2IRecipe", "VAERecipe", "get_recipe",
+           "list_recipes", "missed_targets", "mnist_classifier", "register_recipes",
+           "run_recipe"]

@@ -1,89 +1,53 @@
 """Classifier recipes: MNIST LeNet-5 / ResNet-18 and the Shapes attribute classifier.
 
 A recipe is data: which registered model, which dataset and augmentation, which
-``TrainConfig``, and the accuracy it must reach. :func:`run_classifier` turns it into a
-trained, evaluated model folder whose ``config.json`` records the measured results.
+``TrainConfig``, and the accuracy it must reach; :func:`mmgen.recipes.base.run_recipe` turns it
+into a trained, evaluated model folder whose ``config.json`` records the measured results.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from mmgen.cnn.train import Augmented, ClassificationObjective, accuracy, affine_augmentation
-from mmgen.recipes.export import export_results
-from mmgen.registry import create_model, model_dir
-from mmgen.train import TrainConfig, Trainer
+from mmgen.data.shapes_augment import generation_artifacts
+from mmgen.data.shapes_training import ShapesItems
+from mmgen.recipes.base import Recipe, Setup, register_recipes
+from mmgen.registry import PretrainedModel, create_model
+from mmgen.train import TrainConfig
 
 DATASETS = ("mnist", "mnist32", "shapes")
 
 
-@dataclass
-class ClassifierRecipe:
+@dataclass(kw_only=True)
+class ClassifierRecipe(Recipe):
     model: str  # registered architecture, e.g. "cnn/lenet5"
     data: str  # one of DATASETS
-    train: TrainConfig  # steps, batch size, learning rate, ...
     model_args: dict[str, Any] = field(default_factory=dict)  # config overrides
-    augment: bool = True  # random affine (digits) / noise + blur (Shapes) during training
+    augment: bool = True  # random affine (digits) / generation artifacts (Shapes) in training
     label_smoothing: float = 0.1  # cross-entropy label smoothing
-    targets: dict[str, float] = field(default_factory=dict)  # minimum accuracy per eval key
-    description: str = ""  # one line for `mmgen train --list`
 
-    def run(self, out_dir: str | Path, name: str, resume: bool = False) -> dict[str, float]:
-        """Train, evaluate and export (see :func:`run_classifier`)."""
-        return run_classifier(self, out_dir, name, resume)
+    def setup(self, out_dir: Path, resume: bool) -> Setup:
+        train, evals, info = build_data(self)
+        model = create_model(self.model, **self.model_args)
+        return Setup(model, ClassificationObjective(self.label_smoothing), train, info=info,
+                     parts={"evals": evals})
 
-
-# ----------------------------------------------------------------------------- data
-
-
-class _ShapesItems(Dataset):
-    """Shapes items as ``(image in [-1, 1], {attribute: label})`` pairs.
-
-    ``split=None`` draws uniformly from all 1,296 combinations, the held-out pairs included:
-    the attribute classifier is a *judge* of generated images, so it must know every
-    combination a prompt can ask for. (The held-out pairs are held out from generative models.)
-    """
-
-    def __init__(self, split: str | None, length: int, seed: int = 0):
-        from mmgen.data import shapes
-
-        self.split, self.length, self.seed = split, length, seed
-        self.dataset = shapes.ShapesDataset(split, size=64, length=length, seed=seed) \
-            if split else None
-        self.combinations = shapes.all_combinations()
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, i: int):
-        from mmgen.data import shapes
-
-        if self.dataset is not None:
-            item = self.dataset[i]
-            return item["image"], {a: item[a] for a in shapes.ATTRIBUTES}
-        k = np.random.default_rng([self.seed, 7919, i]).integers(len(self.combinations))
-        attrs = self.combinations[k]
-        image = shapes.to_tensor(shapes.render_array(attrs))
-        return image, dict(zip(shapes.ATTRIBUTES, attrs.labels, strict=True))
-
-
-def _shapes_augmentation() -> v2.Transform:
-    """Imperfections of generated images (blur, noise, small colour shifts), never geometry:
-    position and size are labels."""
-    return v2.Compose([
-        v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.2))], p=0.5),
-        v2.RandomApply([v2.Lambda(lambda x: x + 0.08 * torch.rand(()) * torch.randn_like(x))],
-                       p=0.5),
-        v2.RandomApply([v2.Lambda(lambda x: x + 0.1 * (torch.rand(3, 1, 1) - 0.5))], p=0.5),
-    ])
+    def evaluate(self, folder: Path, setup: Setup) -> dict[str, float]:
+        """Accuracy of the saved model on each evaluation set (and per attribute)."""
+        model = PretrainedModel.from_pretrained(folder)
+        torch.manual_seed(0)  # perturbed evaluation sets draw from torch's RNG
+        results = {}
+        for split, dataset in setup.parts["evals"].items():
+            for key, value in accuracy(model, dataset).items():
+                results[f"{split}/{key}"] = round(value, 5)
+        return results
 
 
 def build_data(recipe: ClassifierRecipe) -> tuple[Dataset, dict[str, Dataset], dict[str, Any]]:
@@ -102,69 +66,18 @@ def build_data(recipe: ClassifierRecipe) -> tuple[Dataset, dict[str, Dataset], d
     if recipe.data == "shapes":
         from mmgen.data.shapes import CLASS_NAMES
 
-        train: Dataset = _ShapesItems(None, length=recipe.train.steps * recipe.train.batch_size)
+        train: Dataset = ShapesItems(None, length=recipe.train.steps * recipe.train.batch_size)
         if recipe.augment:
-            train = Augmented(train, _shapes_augmentation())
+            train = Augmented(train, generation_artifacts())
         evals: dict[str, Dataset] = {
-            s: _ShapesItems(s, length=2000) for s in ("test", "test_compositional")}
+            s: ShapesItems(s, length=2000) for s in ("test", "test_compositional")}
         # Robustness: the same images with generation-like blur/noise/colour shifts.
         evals["test_compositional_perturbed"] = Augmented(
-            _ShapesItems("test_compositional", length=2000), _shapes_augmentation())
+            ShapesItems("test_compositional", length=2000), generation_artifacts())
         pre = {"size": 64, "channels": 3, "mean": [0.5] * 3, "std": [0.5] * 3}
         return train, evals, {"labels": {k: list(v) for k, v in CLASS_NAMES.items()},
                               "preprocess": pre}
     raise ValueError(f"unknown dataset {recipe.data!r}; choose from {DATASETS}")
-
-
-# ----------------------------------------------------------------------------- running
-
-
-def run_classifier(recipe: ClassifierRecipe, out_dir: str | Path, name: str,
-                   resume: bool = False) -> dict[str, float]:
-    """Train, evaluate and export ``recipe``.
-
-    Writes ``out_dir/model`` (fp16 safetensors + config.json holding labels, preprocessing,
-    the recipe and the measured results) and ``out_dir/results.json``. The results are
-    measured on the exported fp16 weights, i.e. on exactly what gets bundled.
-
-    Returns:
-        The results: accuracy per evaluation set (and per attribute), training seconds.
-    """
-    out_dir = Path(out_dir)
-    train_set, evals, info = build_data(recipe)
-    cfg = replace(recipe.train, out_dir=str(out_dir / "run"))
-    torch.manual_seed(cfg.seed)
-    model = create_model(recipe.model, **recipe.model_args)
-    trainer = Trainer(model, ClassificationObjective(recipe.label_smoothing), train_set, cfg)
-    start = time.perf_counter()
-    trainer.fit(resume="latest" if resume else None)
-    final = trainer.ema_model() if trainer.ema is not None else model
-    final.model_name = recipe.model
-    final.info = {**info, "recipe": name, "train_seconds": round(trainer.elapsed, 1)}
-    folder = final.save_pretrained(out_dir / "model", dtype=torch.float16)
-    results = evaluate(folder, evals)
-    results["train_seconds"] = round(trainer.elapsed, 1)
-    export_results(final, folder, out_dir, name, recipe, results, start)
-    return results
-
-
-def evaluate(folder: str | Path, evals: dict[str, Dataset]) -> dict[str, float]:
-    """Accuracy of the saved model at ``folder`` on each evaluation set."""
-    from mmgen.registry import PretrainedModel
-
-    model = PretrainedModel.from_pretrained(model_dir(folder))
-    torch.manual_seed(0)  # perturbed evaluation sets draw from torch's RNG
-    results = {}
-    for split, dataset in evals.items():
-        for key, value in accuracy(model, dataset).items():
-            results[f"{split}/{key}"] = round(value, 5)
-    return results
-
-
-def missed_targets(results: dict[str, float], targets: dict[str, float]) -> list[str]:
-    """Targets the results did not reach, as readable lines."""
-    return [f"{key}: {results.get(key, float('nan')):.4f} < {goal}"
-            for key, goal in targets.items() if not results.get(key, 0.0) >= goal]
 
 
 # ----------------------------------------------------------------------------- the recipes
@@ -201,3 +114,22 @@ CLASSIFIER_RECIPES: dict[str, ClassifierRecipe] = {
         description="attribute classifier (colour/shape/size/position/background) on Shapes",
     ),
 }
+register_recipes(CLASSIFIER_RECIPES)
+
+
+def mnist_classifier(model: str, data: str = "mnist") -> ClassifierRecipe:
+    """A recipe for any registered CNN on MNIST (``mmgen train classifier``): the
+    ``mnist-lenet5`` recipe's training with ``model`` (``"resnet18"`` or ``"cnn/resnet18"``)
+    made for 1-channel digits and 10 classes, on ``data`` ("mnist": 28 px, "mnist32": padded
+    to 32 px, which the ResNets' 3x3 "small" stem expects)."""
+    if data not in ("mnist", "mnist32"):
+        raise ValueError(f"classifier data must be mnist or mnist32, got {data!r}; the Shapes "
+                         "attribute classifier is the recipe shapes-classifier")
+    model = model if "/" in model else f"cnn/{model}"
+    args: dict[str, Any] = {"num_classes": 10, "in_channels": 1}
+    if model == "cnn/lenet5":
+        args["input_size"] = 28 if data == "mnist" else 32
+    else:
+        args["stem"] = "small"
+    return replace(CLASSIFIER_RECIPES["mnist-lenet5"], model=model, data=data, model_args=args,
+                   targets={}, description=f"{model} on {data}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 LR_SCHEDULES = ("constant", "cosine", "linear")
 MIXED_PRECISIONS = ("no", "auto", "bf16", "fp16")
@@ -64,6 +64,24 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.ema_decay must be in [0, 1) (0 turns EMA off), got {self.ema_decay}"
             )
+
+    def with_steps(self, steps: int) -> TrainConfig:
+        """This run stretched or shrunk to ``steps`` optimizer steps, keeping its shape:
+        warm-up, logging and checkpoint intervals and the EMA's horizon ``1 / (1 - decay)``
+        scale with the steps (so a short trial of a recipe still warms up, logs,
+        checkpoints and averages like the recipe)."""
+        if steps == self.steps:
+            return self
+        ratio = steps / self.steps
+
+        def scaled(n: int, least: int) -> int:
+            return max(least, round(n * ratio)) if n else 0
+
+        horizon = 1.0 / (1.0 - self.ema_decay) * ratio if self.ema_decay else 0.0
+        return replace(self, steps=steps, warmup_steps=scaled(self.warmup_steps, 0),
+                       log_every=scaled(self.log_every, 1),
+                       ckpt_every=scaled(self.ckpt_every, 1),
+                       ema_decay=round(1.0 - 1.0 / horizon, 6) if horizon > 1 else 0.0)
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:

@@ -169,6 +169,11 @@ class Trainer:
             raise RuntimeError("EMA is off; set TrainConfig.ema_decay > 0 (e.g. 0.999) to keep one")
         return self.ema.averaged_model(self.model)
 
+    def final_model(self) -> nn.Module:
+        """The model to export after training, in eval mode: the EMA copy if an EMA is kept,
+        else the trained model itself."""
+        return (self.ema_model() if self.ema is not None else self.model).eval()
+
     # -- one optimizer step ------------------------------------------------------------------
 
     def _micro_batches(self) -> Iterator[Any]:

@@ -1,0 +1,254 @@
+"""CLIP for the Shapes benchmark: pictures of one object on a flat background, captions from a
+vocabulary of 35 words. The options the bundled ``shapes-clip`` and ``shapes-t2i`` need live
+here, as subclasses, so that the OpenAI / Stable Diffusion compatible configs of
+:mod:`mmgen.clip.model` stay as those checkpoints are.
+
+* :class:`ShapesCLIP` (:class:`ShapesCLIPConfig`): CLIP with, optionally, the colour-split image
+  tower (:class:`ColorSplitVision` around the ViT) and a restricted vocabulary
+  (:meth:`ShapesCLIP.with_vocabulary`).
+* :class:`ShapesTextModel` (:class:`ShapesTextConfig`): its text tower alone, the text encoder
+  of ``shapes-t2i``, with the restricted vocabulary and a choice of U-Net context.
+
+Registered: ``clip/shapes-tiny`` (``clip/tiny`` with the conv stem: recipe
+``shapes-clip-joint``) and ``clip/shapes-tiny-color-split`` (the same with the colour-split
+tower: recipe ``shapes-clip``). State-dict keys are CLIP's, plus ``visual.vit.*``,
+``visual.color.*`` and ``visual.color_proj.*`` for the colour-split tower (the ViT's keys under
+``visual.vit.``) and the ``token_map`` buffer for a restricted vocabulary.
+
+Shapes: N batch, S image side, C colour channels, E embedding, L text tokens, W text width,
+K kept tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmgen.clip.model import (
+    CLIP,
+    PRESETS,
+    CLIPConfig,
+    CLIPTextModel,
+    TextConfig,
+    VisionConfig,
+    VisionOutput,
+    VisionTransformer,
+)
+from mmgen.registry import register_presets
+
+CONTEXTS = ("last", "last+input")
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+@dataclass
+class ShapesCLIPConfig(CLIPConfig):
+    color_split: bool = False  # True: the image tower is a ColorSplitVision around the ViT (it
+    #   sees a colour-blind silhouette, a per-pixel MLP the colours; flat backgrounds only)
+    color_width: int = 64  # with color_split: channels of the per-pixel colour MLP
+    kept_tokens: int = 0  # > 0: a restricted vocabulary (ShapesCLIP.with_vocabulary):
+    #   token_embedding has this many rows, read through the token_map buffer (ids -> rows;
+    #   row 0 = every unknown id); 0 = the full BPE vocabulary
+
+    def __post_init__(self) -> None:
+        if self.kept_tokens < 0 or self.color_width < 1:
+            raise ValueError(f"ShapesCLIPConfig: kept_tokens={self.kept_tokens} must be >= 0 "
+                             f"(0 = the full vocabulary) and color_width={self.color_width} "
+                             ">= 1")
+
+
+@dataclass
+class ShapesTextConfig(TextConfig):
+    kept_tokens: int = 0  # > 0: a restricted vocabulary, as ShapesCLIPConfig.kept_tokens
+    context: str = "last"  # what encode_context returns: "last" (the last hidden state) or
+    #   "last+input" (that and the layer-normalised input embeddings, 2 * width channels)
+
+    def __post_init__(self) -> None:
+        if self.context not in CONTEXTS:
+            raise ValueError(f"ShapesTextConfig.context={self.context!r}; choose one of "
+                             f"{CONTEXTS} (see ShapesTextModel.encode_context)")
+        if self.kept_tokens < 0:
+            raise ValueError(f"ShapesTextConfig.kept_tokens={self.kept_tokens}; use 0 for the "
+                             "full vocabulary or the row count of a restricted one")
+
+
+# ----------------------------------------------------------------------------- image tower
+
+
+class ColorSplitVision(nn.Module):
+    """An image tower that keeps shape and colour apart, for pictures of objects on a flat
+    background (such as Shapes).
+
+    The ViT sees only a colour-blind silhouette: each pixel's distance from the colour of the
+    top-left pixel (the background), divided by the image's largest, so an object looks the
+    same in every colour. A per-pixel MLP reads the colours; its features are averaged over
+    the silhouette (the object's colour) and over the rest (the background's), which says
+    nothing of the object's shape. The embedding is the sum of the ViT's and the colours'
+    projections. A discriminative tower that sees both at once learns the training set's
+    colour -> shape statistics (purple is never a circle there) and misreads a shape in a
+    colour it never had; this one cannot (docs/clip.md).
+
+    Args:
+        config: the ViT's architecture (it reads the silhouette).
+        color_width: channels C of the per-pixel colour MLP.
+    """
+
+    def __init__(self, config: VisionConfig, color_width: int = 64):
+        super().__init__()
+        self.config = config
+        self.vit = VisionTransformer(config)
+        c = color_width
+        self.color = nn.Sequential(nn.Conv2d(3, c, 1), nn.GELU(), nn.Conv2d(c, c, 1), nn.GELU())
+        self.color_proj = nn.Linear(2 * c, config.embed_dim or config.width)
+
+    def forward(self, images: torch.Tensor) -> VisionOutput:
+        """Model-ready images (N, 3, S, S), as for :class:`VisionTransformer`."""
+        images = images.to(self.color[0].weight.dtype)
+        dist = (images - images[:, :, :1, :1]).norm(dim=1, keepdim=True)  # (N, 1, S, S)
+        mask = dist / dist.amax((2, 3), keepdim=True).clamp(min=1e-6)  # 1 on the object
+        out = self.vit((2 * mask - 1).expand(-1, 3, -1, -1))  # the silhouette in [-1, 1]
+        step = (slice(None), slice(None), slice(1, None, 4), slice(1, None, 4))
+        feats, mask = self.color(images[step]), mask[step]  # (N, C, S/4, S/4), (N, 1, ...)
+        inside = (feats * mask).sum((2, 3)) / mask.sum((2, 3)).clamp(min=1e-6)  # (N, C)
+        outside = (feats * (1 - mask)).sum((2, 3)) / (1 - mask).sum((2, 3)).clamp(min=1e-6)
+        colors = self.color_proj(torch.cat([inside, outside], 1))  # (N, E)
+        return VisionOutput(out.last_hidden_state, out.pooled, out.embeds + colors)
+
+    def preprocess(self, images: Any) -> torch.Tensor:
+        return self.vit.preprocess(images)
+
+    def normalize_images(self, images: torch.Tensor) -> torch.Tensor:
+        return self.vit.normalize_images(images)
+
+
+# ----------------------------------------------------------------------------- vocabulary
+
+
+def restrict_vocabulary(state: dict[str, torch.Tensor], vocab_size: int,
+                        keep_tokens: Sequence[int]) -> tuple[dict[str, torch.Tensor], int]:
+    """A text tower's ``state`` with the token embedding cut to ``keep_tokens``, and the new
+    row count K (the ``kept_tokens`` of its config).
+
+    Row 0 becomes the mean of the dropped rows, read for every unknown id; a ``token_map``
+    (vocab_size,) maps ids to rows. Outputs for kept ids do not change.
+    """
+    kept = torch.tensor(sorted(set(int(t) for t in keep_tokens)))  # (K - 1,)
+    if kept.numel() == 0 or kept.min() < 0 or kept.max() >= vocab_size:
+        raise ValueError(f"keep_tokens must be ids in [0, {vocab_size})")
+    table = state["token_embedding.weight"]  # (V, W)
+    dropped = torch.ones(len(table), dtype=torch.bool)
+    dropped[kept] = False
+    unknown = table[dropped].mean(0, keepdim=True) if dropped.any() else table[:1] * 0
+    token_map = torch.zeros(vocab_size, dtype=torch.long)
+    token_map[kept] = torch.arange(1, len(kept) + 1)
+    state = {**state, "token_embedding.weight": torch.cat([unknown, table[kept]]),  # (K, W)
+             "token_map": token_map}
+    return state, len(kept) + 1
+
+
+# ----------------------------------------------------------------------------- models
+
+
+class ShapesCLIP(CLIP):
+    """CLIP with the Shapes options of :class:`ShapesCLIPConfig` (module docstring)."""
+
+    config_class = ShapesCLIPConfig
+    config: ShapesCLIPConfig
+
+    def _build_towers(self, config: ShapesCLIPConfig) -> None:
+        # CLIP's order (image tower, then text tower): one seed gives the same weights.
+        self.visual = (ColorSplitVision(config.vision, config.color_width) if config.color_split
+                       else VisionTransformer(config.vision))
+        self._build_text_tower(config.text, config.kept_tokens)
+
+    def with_vocabulary(self, keep_tokens: Sequence[int]) -> ShapesCLIP:
+        """A copy whose vocabulary is restricted to ``keep_tokens`` (all other ids map to one
+        "unknown" row, the mean of the dropped rows; encoding one warns). A model trained on
+        a small caption vocabulary learned nothing about the other 49k rows, so this shrinks
+        the token embedding (12.6 MB of fp16 at width 128) to a few kB without changing any
+        output for known tokens."""
+        if self.config.kept_tokens:
+            raise ValueError("the vocabulary is already restricted")
+        state, kept = restrict_vocabulary(self.state_dict(), self.config.text.vocab_size,
+                                          keep_tokens)
+        model = type(self)(replace(self.config, kept_tokens=kept))
+        model.load_state_dict(state, strict=True)
+        model.info = dict(self.info or {})
+        model.model_name = self.model_name
+        return model
+
+    def text_model(self, keep_tokens: Sequence[int] | None = None,
+                   context: str = "last") -> ShapesTextModel:
+        """The text tower as a stand-alone :class:`ShapesTextModel` (a copy of its weights),
+        e.g. the text encoder of a text-to-image pipeline.
+
+        Args:
+            keep_tokens: restrict the vocabulary to these token ids (see
+                :meth:`with_vocabulary`). On a model whose vocabulary is already restricted,
+                they must be among its tokens, and the tower keeps that vocabulary.
+            context: what its ``encode_context`` returns (:class:`ShapesTextConfig`).
+        """
+        state, kept = self._text_state(), self.config.kept_tokens
+        if keep_tokens is not None and not kept:
+            state, kept = restrict_vocabulary(state, self.config.text.vocab_size, keep_tokens)
+        elif keep_tokens is not None and self.unknown_tokens(torch.tensor(list(keep_tokens))
+                                                             ).any():
+            raise ValueError("keep_tokens has ids outside this model's restricted vocabulary")
+        config = ShapesTextConfig(**asdict(self.config.text), kept_tokens=kept, context=context)
+        text = ShapesTextModel(config)
+        text.load_state_dict(state, strict=True)
+        text.info = {"text_tower_of": self.model_name}
+        return text
+
+
+class ShapesTextModel(CLIPTextModel):
+    """The text tower of a :class:`ShapesCLIP` alone: a restricted vocabulary and the U-Net
+    context of :attr:`ShapesTextConfig.context` (:meth:`encode_context`)."""
+
+    config_class = ShapesTextConfig
+    config: ShapesTextConfig
+
+    def _build_towers(self, config: ShapesTextConfig) -> None:
+        self._build_text_tower(config, config.kept_tokens)
+
+    @property
+    def context_dim(self) -> int:
+        """Channels D of :meth:`encode_context`: W, or 2W for ``"last+input"``."""
+        width = self.text_config.width
+        return 2 * width if self.config.context == "last+input" else width
+
+    def encode_context(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The U-Net context (N, L, D) of token ids (N, L): the last hidden state (D = W) for
+        ``context="last"``; for ``"last+input"`` that and the layer-normalised input
+        embeddings (D = 2W).
+
+        A causal text tower's state at "circle" in "a purple circle" has read "purple": for a
+        colour-shape pair never seen in training it is a new vector. The input embedding of
+        "circle" is the same in every caption, which gives the U-Net one clean cue per word.
+        """
+        out = self.encode_text_states(tokens)
+        if self.config.context == "last":
+            return out.last_hidden_state  # (N, L, W)
+        inputs = F.layer_norm(out.input_embeds, (self.text_config.width,))  # (N, L, W)
+        return torch.cat([out.last_hidden_state, inputs], dim=-1)  # (N, L, 2W)
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+_TINY = PRESETS["tiny"]
+_SHAPES_TINY = ShapesCLIPConfig(replace(_TINY.vision, stem="conv"), _TINY.text,
+                                _TINY.init_logit_scale)
+SHAPES_PRESETS: dict[str, ShapesCLIPConfig] = {
+    # clip/tiny with the conv stem: both towers of recipe shapes-clip-joint
+    "shapes-tiny": _SHAPES_TINY,
+    # the same with the colour-split image tower: recipe shapes-clip (the bundled model)
+    "shapes-tiny-color-split": replace(_SHAPES_TINY, color_split=True),
+}
+register_presets("clip", SHAPES_PRESETS, ShapesCLIP)

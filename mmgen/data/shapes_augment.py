@@ -1,0 +1,91 @@
+"""Augmentations of Shapes renders: imperfections like those of generated images, objects in
+colours outside the palette, and moves and zooms that keep every label true."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+from mmgen.data import shapes
+
+
+def generation_artifacts() -> v2.Transform:
+    """Imperfections of generated images (blur, noise, small colour shifts) for images in
+    [-1, 1], never geometry: position and size are labels. Draws from torch's global RNG."""
+    return v2.Compose([
+        v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.2))], p=0.5),
+        v2.RandomApply([v2.Lambda(lambda x: x + 0.08 * torch.rand(()) * torch.randn_like(x))],
+                       p=0.5),
+        v2.RandomApply([v2.Lambda(lambda x: x + 0.1 * (torch.rand(3, 1, 1) - 0.5))], p=0.5),
+    ])
+
+
+def off_palette_colors(n: int, rng: np.random.Generator, shape: str | None = None,
+                       margin: float = 100.0, held_out_margin: float = 200.0) -> np.ndarray:
+    """``n`` random RGB colours (uint8) at least ``margin`` (Euclidean, 0-255 units) from every
+    Shapes colour and background colour, and at least ``held_out_margin`` from the colour
+    that ``shape`` is never shown in (``shapes.HELD_OUT``). With the defaults no colour is
+    nearer to a named colour than red is to orange (103), and a triangle is never painted
+    anything like green: no held-out colour-shape pair is shown, even approximately."""
+    named = np.array([*shapes.COLOR_RGB.values(), *shapes.BACKGROUND_RGB.values()], float)
+    held = np.array([shapes.COLOR_RGB[c] for c, s in shapes.HELD_OUT if s == shape], float)
+    out: list[np.ndarray] = []
+    while len(out) < n:
+        c = rng.integers(0, 256, size=3)
+        if np.linalg.norm(named - c, axis=1).min() >= margin and (
+                not len(held) or np.linalg.norm(held - c, axis=1).min() >= held_out_margin):
+            out.append(c)
+    return np.stack(out).astype(np.uint8)
+
+
+def recolor(image: torch.Tensor, attrs: shapes.ShapeAttrs, rgb: np.ndarray) -> torch.Tensor:
+    """A Shapes image (3, H, W) in [-1, 1] with its object painted in ``rgb`` (uint8)."""
+    old = torch.tensor(shapes.COLOR_RGB[attrs.color], dtype=image.dtype) / 127.5 - 1
+    mask = (image - old[:, None, None]).abs().amax(0) < 1e-3  # (H, W): the object's pixels
+    new = torch.tensor(rgb, dtype=image.dtype) / 127.5 - 1
+    return torch.where(mask, new[:, None, None], image)
+
+
+def translate(image: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """``image`` (C, H, W) moved ``dx`` pixels right and ``dy`` down; the uncovered border
+    repeats the edge pixels (the uniform background of a Shapes image)."""
+    s = max(abs(dx), abs(dy))
+    if s == 0:
+        return image
+    h, w = image.shape[-2:]
+    padded = torch.nn.functional.pad(image[None], (s, s, s, s), mode="replicate")[0]
+    return padded[:, s - dy:s - dy + h, s - dx:s - dx + w]
+
+
+def zoom(image: torch.Tensor, factor: float, center: tuple[int, int]) -> torch.Tensor:
+    """``image`` (C, H, W) magnified ``factor`` times about pixel ``center`` = (x, y), by
+    nearest-pixel sampling (colours stay exact; the border repeats the edge pixels)."""
+    h, w = image.shape[-2:]
+    cx, cy = center
+    x = (cx + (torch.arange(w) - cx) / factor).round().long().clamp(0, w - 1)  # (W,)
+    y = (cy + (torch.arange(h) - cy) / factor).round().long().clamp(0, h - 1)  # (H,)
+    return image[:, y[:, None], x[None, :]]
+
+
+def move_and_zoom(image: torch.Tensor, attrs: shapes.ShapeAttrs, rng: np.random.Generator,
+                  shift: int, scale: float) -> torch.Tensor:
+    """A Shapes image (C, S, S) zoomed about its object by a factor uniform in
+    [1 - scale, 1 + scale], then moved by up to ``shift`` pixels per axis, only as far as
+    keeps the object whole and off the border (so its shape and position stay true)."""
+    size = image.shape[-1]
+    cx, cy = shapes.center(attrs.position, size)
+    r0 = shapes.half_extent(attrs.size, size)
+    room = min(cx, cy, size - 1 - cx, size - 1 - cy) - 1  # pixels from the centre to 1 px in
+    factor = min(1 + scale * (2 * rng.random() - 1), room / r0)
+    r = math.ceil(r0 * factor)  # the half extent after zooming
+    if scale:
+        image = zoom(image, factor, (cx, cy))
+
+    def offset(c: int) -> int:  # uniform over the shifts that keep [c-r, c+r] in [1, S-2]
+        lo, hi = max(-shift, r + 1 - c), min(shift, size - 2 - r - c)
+        return int(rng.integers(lo, hi + 1)) if lo <= hi else 0
+
+    return translate(image, offset(cx), offset(cy))

@@ -1,0 +1,97 @@
+"""``mmgen.load``: one entry point for every saved model, offline.
+
+The top floor of the package: it finds a model by bundled name, installed name or path, and
+dispatches on what it finds:
+
+* an mmgen model folder (``config.json``) -> the :class:`~mmgen.registry.PretrainedModel`
+  subclass it names;
+* an mmgen pipeline folder (``pipeline.json``) -> the :class:`~mmgen.pipeline.Pipeline`
+  subclass it names (text-to-image, and every future kind, each as itself);
+* a Stable Diffusion folder in diffusers' layout (``model_index.json``), or an original
+  Stable Diffusion single file -> a text-to-image pipeline, through :mod:`mmgen.interop`.
+
+Names are looked up in the user's model directory (where ``mmgen train --recipe NAME
+--install`` puts its result; :func:`user_model_dir`), then in the weights bundled with the
+package. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from mmgen.pipeline import PIPELINE_CONFIG, Pipeline
+from mmgen.registry import CONFIG_NAME, PretrainedModel
+
+# The weights shipped inside the package: one folder each.
+BUNDLED_DIR = Path(__file__).parent / "weights"
+
+
+def user_model_dir() -> Path:
+    """Where installed models live: ``$MMGEN_HOME/models``, else
+    ``$XDG_DATA_HOME/mmgen/models`` (default ``~/.local/share/mmgen/models``)."""
+    if os.environ.get("MMGEN_HOME"):
+        return Path(os.environ["MMGEN_HOME"]).expanduser() / "models"
+    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data).expanduser() / "mmgen" / "models"
+
+
+def _is_model_folder(path: Path) -> bool:
+    return (path / CONFIG_NAME).is_file() or (path / PIPELINE_CONFIG).is_file()
+
+
+def _named(name: str) -> Path | None:
+    """The folder of an installed or bundled model called ``name`` (installed first)."""
+    if not name or Path(name).name != name:  # a plain name, never a path
+        return None
+    return next((d / name for d in (user_model_dir(), BUNDLED_DIR)
+                 if _is_model_folder(d / name)), None)
+
+
+def list_pretrained() -> list[str]:
+    """Names of the installed and bundled models (loadable offline by name)."""
+    names = {p.name for d in (user_model_dir(), BUNDLED_DIR) if d.is_dir()
+             for p in d.iterdir() if _is_model_folder(p)}
+    return sorted(names)
+
+
+def model_dir(name_or_path: str | os.PathLike) -> Path:
+    """The folder of a saved model path or of an installed / bundled model name."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    found = _named(str(name_or_path))
+    if found is not None:
+        return found
+    known = ", ".join(list_pretrained()) or "none yet"
+    raise FileNotFoundError(
+        f"{str(name_or_path)!r} is neither a model folder nor an installed or bundled model "
+        f"(installed and bundled: {known}); create untrained models with mmgen.create_model")
+
+
+def load(name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
+    """Load a model or pipeline, offline.
+
+    Args:
+        name_or_path: an installed or bundled name (``"mnist-lenet5"``, ``"shapes-t2i"``), a
+            folder saved by mmgen (a model's ``config.json`` or a pipeline's
+            ``pipeline.json``), a Stable Diffusion folder in diffusers' layout
+            (``model_index.json``), or an original Stable Diffusion single file
+            (``.safetensors`` / ``.ckpt``).
+        kwargs: for pipelines, e.g. ``device`` and ``dtype``.
+    """
+    # The Stable Diffusion readers import every network family: only when a format needs them.
+    from mmgen.interop.stable_diffusion import load_sd_folder, load_sd_single_file
+
+    path = Path(name_or_path)
+    if path.is_file():
+        return load_sd_single_file(path, **kwargs)
+    directory = model_dir(name_or_path)
+    if (directory / PIPELINE_CONFIG).is_file():
+        return Pipeline.from_pretrained(directory, **kwargs)
+    if (directory / "model_index.json").is_file():
+        return load_sd_folder(directory, **kwargs)
+    if kwargs:
+        raise TypeError(f"unexpected argument(s) {sorted(kwargs)} for a single model")
+    return PretrainedModel.from_pretrained(directory)

@@ -1,0 +1,66 @@
+"""Experimental second stages of shapes-clip that missed their targets (docs/clip.md): a
+plain ViT image tower tuned (or trained afresh) against shapes-clip-joint's frozen text tower.
+Kept runnable, out of ``mmgen train --list``:
+
+    python scripts/experiments/shapes_clip_stage2.py --list
+    python scripts/experiments/shapes_clip_stage2.py shapes-clip-zoom [--out runs/NAME] [--resume]
+
+Each starts from the stage-1 recipe ``shapes-clip-joint``, trained first into
+``OUT/shapes-clip-joint`` unless that run is already there. Importing this module registers the
+recipes (``scripts/clip_pairs.py --recipe NAME`` reads their checkpoints).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from mmgen.recipes.base import register_recipes, run_recipe
+from mmgen.recipes.clip import STAGE1, TARGETS
+
+# Tune stage 1's image tower (text tower frozen), lr 3e-4, on images moved by up to 4 px.
+_TUNE = replace(STAGE1, init="shapes-clip-joint", freeze_text=True, shift=4,
+                targets=TARGETS,
+                train=replace(STAGE1.train, steps=1000, lr=3e-4, warmup_steps=50,
+                              ema_decay=0.995, seed=1))
+# LiT: a fresh image tower against the frozen text tower.
+_LIT = replace(_TUNE, init_parts="text", shift=0, train=replace(STAGE1.train, seed=2))
+
+EXPERIMENTS = {
+    "shapes-clip-recolor": replace(
+        _TUNE, shift=0, recolor_prob=0.5, train=replace(_TUNE.train, lr=1e-3),
+        description="image tower tuned on recoloured objects"),
+    **{name: replace(_TUNE, description=f"image tower tuned {what}", **changes)
+       for name, what, changes in (
+           ("shapes-clip-shift", "on images moved by up to 4 pixels", {}),
+           ("shapes-clip-zoom", "on moved and zoomed images", {"scale": 0.2}),
+           ("shapes-clip-mixed", "on moved images with mixed captions",
+            {"caption_mode": "mixed"}),
+           ("shapes-clip-mixed-recolor", "on moved images with mixed captions, half of them "
+            "recoloured", {"caption_mode": "mixed", "recolor_prob": 0.5}))},
+    "shapes-clip-lit": replace(_LIT, description="a fresh ViT image tower"),
+    "shapes-clip-lit-shift": replace(_LIT, shift=4, description="a fresh ViT image tower on "
+                                                                "images moved by up to 4 px"),
+}
+register_recipes(EXPERIMENTS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", nargs="?", choices=sorted(EXPERIMENTS))
+    parser.add_argument("--list", action="store_true", help="list the experiments")
+    parser.add_argument("--out", help="output folder (default runs/NAME)")
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+    if args.list or not args.name:
+        for name, recipe in sorted(EXPERIMENTS.items()):
+            print(f"{name:<26} {recipe.description}")
+        return
+    results = run_recipe(EXPERIMENTS[args.name], args.out or f"runs/{args.name}", args.name,
+                         args.resume)
+    for key, value in results.items():
+        print(f"{key:<40} {value}")
+
+
+if __name__ == "__main__":
+    main()
