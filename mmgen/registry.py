@@ -94,6 +94,7 @@ def register_presets(family: str, presets: Mapping[str, Any], cls: type[M]) -> N
     for name, config in presets.items():
         create = _preset_factory(cls, config)
         create.__name__ = create.__qualname__ = f"{family}_{name}".replace("-", "_")
+        create.__module__ = cls.__module__  # where the architecture lives
         register_model(f"{family}/{name}")(create)
 
 

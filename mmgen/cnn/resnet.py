@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmgen.cnn.base import Classifier
-from mmgen.registry import register_model
+from mmgen.registry import register_presets
 
 
 @dataclass
@@ -176,40 +176,14 @@ class ResNet(Classifier):
         return torch.flatten(self.avgpool(x), 1)  # (N, 512 * expansion)
 
 
-def _resnet(layers: tuple[int, int, int, int], bottleneck: bool, overrides: dict) -> ResNet:
-    return ResNet(ResNetConfig(**{"layers": layers, "bottleneck": bottleneck, **overrides}))
-
-
-@register_model("cnn/resnet18")
-def resnet18(**overrides) -> ResNet:
-    return _resnet((2, 2, 2, 2), False, overrides)
-
-
-@register_model("cnn/resnet34")
-def resnet34(**overrides) -> ResNet:
-    return _resnet((3, 4, 6, 3), False, overrides)
-
-
-@register_model("cnn/resnet50")
-def resnet50(**overrides) -> ResNet:
-    return _resnet((3, 4, 6, 3), True, overrides)
-
-
-@register_model("cnn/resnet101")
-def resnet101(**overrides) -> ResNet:
-    return _resnet((3, 4, 23, 3), True, overrides)
-
-
-@register_model("cnn/resnet152")
-def resnet152(**overrides) -> ResNet:
-    return _resnet((3, 8, 36, 3), True, overrides)
-
-
-@register_model("cnn/se_resnet18")
-def se_resnet18(**overrides) -> ResNet:
-    return _resnet((2, 2, 2, 2), False, {"se_reduction": 16, **overrides})
-
-
-@register_model("cnn/se_resnet50")
-def se_resnet50(**overrides) -> ResNet:
-    return _resnet((3, 4, 6, 3), True, {"se_reduction": 16, **overrides})
+# torchvision's depths (He et al. 2016, table 1) and SE-ResNets (Hu et al. 2018).
+PRESETS = {
+    "resnet18": ResNetConfig(layers=(2, 2, 2, 2)),
+    "resnet34": ResNetConfig(layers=(3, 4, 6, 3)),
+    "resnet50": ResNetConfig(layers=(3, 4, 6, 3), bottleneck=True),
+    "resnet101": ResNetConfig(layers=(3, 4, 23, 3), bottleneck=True),
+    "resnet152": ResNetConfig(layers=(3, 8, 36, 3), bottleneck=True),
+    "se_resnet18": ResNetConfig(layers=(2, 2, 2, 2), se_reduction=16),
+    "se_resnet50": ResNetConfig(layers=(3, 4, 6, 3), bottleneck=True, se_reduction=16),
+}
+register_presets("cnn", PRESETS, ResNet)

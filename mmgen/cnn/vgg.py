@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from mmgen.cnn.base import Classifier, init_vgg_style
-from mmgen.registry import register_model
+from mmgen.registry import register_presets
 
 # The paper's Table 1 columns: conv output channels, "M" = 2x2 max-pool.
 TABLES: dict[str, tuple[int | str, ...]] = {
@@ -117,45 +117,8 @@ class VGG(Classifier):
         return self.classifier[:-1](x)  # (N, hidden)
 
 
-def _vgg(layers: str, batch_norm: bool, overrides: dict) -> VGG:
-    return VGG(VGGConfig(**{"layers": layers, "batch_norm": batch_norm, **overrides}))
-
-
-@register_model("cnn/vgg11")
-def vgg11(**overrides) -> VGG:
-    return _vgg("A", False, overrides)
-
-
-@register_model("cnn/vgg11_bn")
-def vgg11_bn(**overrides) -> VGG:
-    return _vgg("A", True, overrides)
-
-
-@register_model("cnn/vgg13")
-def vgg13(**overrides) -> VGG:
-    return _vgg("B", False, overrides)
-
-
-@register_model("cnn/vgg13_bn")
-def vgg13_bn(**overrides) -> VGG:
-    return _vgg("B", True, overrides)
-
-
-@register_model("cnn/vgg16")
-def vgg16(**overrides) -> VGG:
-    return _vgg("D", False, overrides)
-
-
-@register_model("cnn/vgg16_bn")
-def vgg16_bn(**overrides) -> VGG:
-    return _vgg("D", True, overrides)
-
-
-@register_model("cnn/vgg19")
-def vgg19(**overrides) -> VGG:
-    return _vgg("E", False, overrides)
-
-
-@register_model("cnn/vgg19_bn")
-def vgg19_bn(**overrides) -> VGG:
-    return _vgg("E", True, overrides)
+# torchvision's vgg11 ... vgg19_bn (Simonyan & Zisserman 2015, table 1: configurations A-E).
+PRESETS = {f"vgg{depth}{'_bn' if bn else ''}": VGGConfig(layers=table, batch_norm=bn)
+           for depth, table in (("11", "A"), ("13", "B"), ("16", "D"), ("19", "E"))
+           for bn in (False, True)}
+register_presets("cnn", PRESETS, VGG)
