@@ -23,6 +23,7 @@ per batch item), so a seed gives the same image on every device.
 from __future__ import annotations
 
 import inspect
+from abc import ABC, abstractmethod
 
 import torch
 
@@ -31,7 +32,7 @@ from mmgen.diffusion.schedule import NoiseSchedule, Timestep, x0_from_output
 Generator = torch.Generator | list[torch.Generator] | None
 
 
-class Sampler:
+class Sampler(ABC):
     """Base class: timesteps, index lookup, noise drawing; subclasses implement ``_step``.
 
     ``timesteps`` is a descending 1-D int64 tensor after ``set_timesteps(n)``, except for the
@@ -111,13 +112,13 @@ class Sampler:
     def _make_timesteps(self, n: int) -> torch.Tensor:
         return self.schedule.inference_timesteps(n)
 
-    def _reset(self) -> None:
+    def _reset(self) -> None:  # noqa: B027 (optional hook: only multistep samplers have state)
         """Forget multistep state."""
 
+    @abstractmethod
     def _step(self, model_output: torch.Tensor, i: int, x: torch.Tensor,
               generator: Generator) -> torch.Tensor:
         """The update from ``x`` at step ``i``; every sampler class defines it."""
-        raise NotImplementedError(f"{type(self).__name__} must define _step")
 
     def _clip(self, x0: torch.Tensor) -> torch.Tensor:
         c = self.schedule.clip_sample
