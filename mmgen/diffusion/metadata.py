@@ -34,7 +34,6 @@ from mmgen.checkpoint import atomic_path
 A1111_SAMPLER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM", "dpm++2m": "DPM++ 2M",
                        "euler": "Euler", "euler_a": "Euler a"}
 JSON_KEY = "mmgen"
-MODES = ("txt2img", "img2img", "inpaint")
 
 
 @dataclass
