@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from mmgen.checkpoint import UnsafeCheckpointError
 
-# Exceptions that mean "the input was wrong", not "mmgen is broken".
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, IsADirectoryError, PermissionError,
-               NotADirectoryError, UnsafeCheckpointError)
+# Exceptions that mean "the input (or the machine) said no", not "mmgen is broken": bad
+# values, unknown names, unreadable, missing, corrupt or unsafe files, full disks, refused
+# limits (mmgen.limits.LimitError and mmgen's other checks are ValueErrors).
+USER_ERRORS = (ValueError, KeyError, OSError, UnsafeCheckpointError, MemoryError)
 
 
 class CLIError(Exception):
@@ -54,15 +57,35 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    """Describe a saved or bundled model: class, config and parameter count."""
+    """Describe a saved or bundled model or pipeline: class, config, parameter count; the
+    weight files are checked against the config from their headers (nothing is loaded)."""
     from mmgen.hub import model_dir
-    from mmgen.registry import PretrainedModel, read_config
+    from mmgen.pipeline import PIPELINE_CONFIG, Pipeline, read_pipeline_config
+    from mmgen.registry import resolve_class
 
     directory = model_dir(args.model)
-    model = PretrainedModel.from_pretrained(directory)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(json.dumps({**read_config(directory), "parameters": n_params}, indent=2))
+    if (directory / PIPELINE_CONFIG).is_file():
+        meta = read_pipeline_config(directory)
+        components = resolve_class(meta["class"], Pipeline,
+                                   directory / PIPELINE_CONFIG).components
+        report = {**meta, "components": {name: _describe_model(directory / name)
+                                         for name in components}}
+    else:
+        report = _describe_model(directory)
+    print(json.dumps(report, indent=2))
     return 0
+
+
+def _describe_model(directory: Path) -> dict:
+    from mmgen.checkpoint import check_shapes, safetensors_shapes
+    from mmgen.registry import WEIGHTS_NAME, PretrainedModel, probe_model, read_saved_config
+
+    meta, cls, config = read_saved_config(directory, PretrainedModel)
+    probe = probe_model(cls, config, str(directory))
+    weights = directory / WEIGHTS_NAME
+    check_shapes({k: tuple(v.shape) for k, v in probe.state_dict().items()},
+                 safetensors_shapes(weights), f"{weights} into {cls.__name__}")
+    return {**meta, "parameters": sum(p.numel() for p in probe.parameters())}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -86,10 +109,21 @@ def cmd_train(args: argparse.Namespace) -> int:
                        "'clip' with --model and --data")
     recipe = _with_overrides(recipe, args)
     out = Path(args.out or f"runs/{name}")
+    _check_run_folder(out, args.resume)
     results = recipe.run(out, name=name, resume=args.resume)
     _print_results(results)
     print(f"model saved to {out / 'model'}")
     return _check_and_install(recipe, results, out / "model", name, args)
+
+
+def _check_run_folder(out: Path, resume: bool) -> None:
+    """Refuse to start a fresh run over an earlier one's checkpoints (before any work)."""
+    from mmgen.train.state import list_checkpoints
+
+    existing = list_checkpoints(out / "run")
+    if existing and not resume:
+        raise CLIError(f"{out} already holds a training run (checkpoints up to "
+                       f"{existing[-1].name}); --resume continues it, --out NEW starts another")
 
 
 def _adhoc_recipe(args: argparse.Namespace):
@@ -150,14 +184,17 @@ def _print_results(results: dict[str, float]) -> None:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Search a folder of images by text (or by an example image) with a CLIP model."""
+    from mmgen.clip import CLIP
     from mmgen.clip.search import ImageIndex
     from mmgen.hub import load, model_dir
 
     directory = model_dir(args.model)
-    index = ImageIndex(args.folder, load(directory), model_id=_model_id(directory)).build()
+    model = load(directory, kind=CLIP)
+    index = ImageIndex(args.folder, model, model_id=_model_id(directory))
+    query = index.encode_query(args.query)  # a bad image query fails before the folder is read
+    hits = index.build().search(query, k=args.top_k)
     print(f"index: {len(index.files)} images ({index.embedded_now} embedded now, "
           f"{len(index.files) - index.embedded_now} from cache)", file=sys.stderr)
-    hits = index.search(args.query, k=args.top_k)
     if args.json:
         print(json.dumps([{"file": h.file, "score": h.score} for h in hits], indent=2))
     else:
@@ -174,23 +211,30 @@ def _model_id(directory: Path) -> str:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     """Classify image files with a bundled or saved classifier."""
+    from mmgen.cnn import Classifier
     from mmgen.cnn.predict import classify_files
     from mmgen.hub import load
 
-    rows = classify_files(args.images, load(args.model), top_k=args.top_k)
+    rows = classify_files(args.images, load(args.model, kind=Classifier), top_k=args.top_k)
+    for row in rows:  # the readable files are classified; each other one is an error line
+        if "error" in row:
+            print(f"mmgen classify: error: {row['error']}", file=sys.stderr)
+    failed = 2 if any("error" in row for row in rows) else 0
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
+        return failed
     def fmt(top: list[dict]) -> str:
         return ", ".join(f"{p['label']} ({p['prob']:.1%})" for p in top)
 
     for row in rows:
+        if "error" in row:
+            continue
         if "attributes" in row:
             preds = "; ".join(f"{a}: {fmt(top)}" for a, top in row["attributes"].items())
         else:
             preds = fmt(row["top"])
         print(f"{row['file']}: {preds}")
-    return 0
+    return failed
 
 
 DEFAULT_T2I_MODEL = "shapes-t2i"
@@ -201,6 +245,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from mmgen.diffusion.metadata import GenerationRequest, read_params
+    from mmgen.diffusion.outputs import OutputTarget
 
     given = {"prompt": args.prompt, "negative_prompt": args.negative_prompt,
              "sampler": args.sampler, "steps": args.steps, "guidance": args.guidance,
@@ -216,61 +261,24 @@ def cmd_generate(args: argparse.Namespace) -> int:
     request = replace(request, num_images=args.num_images)
     if request.prompt is None or not request.prompt.strip():
         raise CLIError("give a non-empty PROMPT (or --from-image PNG)")
-    files, grid = _output_paths(args.out, request.prompt, args.num_images)
-    from mmgen.hub import load  # imported late: argument errors stay instant
+    request.check_limits()  # sizes, steps, counts, seeds: before anything is loaded
+    out = OutputTarget.parse(args.out, request.prompt, args.num_images, args.overwrite)
+    from mmgen.diffusion.pipeline import TextToImagePipeline  # late: argument errors stay instant
+    from mmgen.hub import load
 
-    pipe = load(model or DEFAULT_T2I_MODEL, dtype=args.dtype)
-    if not hasattr(pipe, "generate"):
-        raise CLIError(f"{model} is not a text-to-image model")
-    return _write_outputs(pipe.generate(request), files, grid, args.json)
-
-
-def _output_paths(out: str | None, prompt: str, n: int) -> tuple[list[Path], Path | None]:
-    """Image paths (and the grid's, for several images) for ``--out FILE.png`` or a folder."""
-    import os
-    import re
-
-    if out is not None and not out.strip():
-        raise CLIError("--out must not be empty: give a .png file or a folder")
-    target = Path(out) if out else Path(".")
-    as_file = target.suffix.lower() == ".png"
-    if target.suffix and not as_file and not target.is_dir():
-        raise CLIError(f"--out {out}: a file must end in .png (or give a folder)")
-    folder = target.parent if as_file else target
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CLIError(f"cannot create the output folder {folder}: {e.strerror}") from None
-    if not os.access(folder, os.W_OK):
-        raise CLIError(f"cannot write to {folder}: permission denied")
-    stem = target.stem if as_file else re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:48]
-    if as_file and n == 1:
-        return [target], None
-    files = [folder / f"{stem or 'image'}-{i:02d}.png" for i in range(n)]
-    return files, (folder / f"{stem or 'image'}-grid.png" if n > 1 else None)
+    pipe = load(model or DEFAULT_T2I_MODEL, kind=TextToImagePipeline, dtype=args.dtype)
+    images = pipe.generate(request)
+    paths, grid = out.write(images)
+    records = [{"path": str(path), **json.loads(image.info["mmgen"])}
+               for path, image in zip(paths, images, strict=True)]
+    return _print_outputs(records, grid, args.json)
 
 
-def _write_outputs(images: list, files: list[Path], grid: Path | None, as_json: bool) -> int:
-    from mmgen.diffusion.images import image_grid
-    from mmgen.diffusion.metadata import GenerationParams, save_png
-
-    records = []
-    for image, path in zip(images, files, strict=True):
-        save_png(image, path)
-        records.append({"path": str(path),
-                        **json.loads(image.info["mmgen"])} if "mmgen" in image.info
-                       else {"path": str(path)})
-    if grid is not None:
-        labels = [f"seed {GenerationParams.from_json(im.info['mmgen']).seed}" for im in images]
-        scale = max(1, 256 // images[0].width)
-        image_grid(images, labels=labels, scale=scale).save(grid)
+def _print_outputs(records: list[dict], grid: Path | None, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"images": records, "grid": str(grid) if grid else None}, indent=2))
     else:
-        for rec in records:
-            print(rec["path"])
-        if grid is not None:
-            print(grid)
+        print("\n".join([r["path"] for r in records] + ([str(grid)] if grid else [])))
     return 0
 
 
@@ -317,8 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optimizer steps (default: the recipe's; warm-up, checkpoints and EMA "
                         "scale with it)")
     p.add_argument("--batch-size", type=_positive_int, help="default: the recipe's")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
-    p.add_argument("--seed", type=int, help="default: the recipe's")
+    p.add_argument("--lr", type=_finite_float, help="peak learning rate (default: the "
+                                                     "recipe's)")
+    p.add_argument("--seed", type=_train_seed, help="0 to 2**32-1 (default: the recipe's)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="text-to-image: write PNGs with their parameters")
@@ -329,12 +338,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", help="ddim, dpm++2m, euler, euler_a or ddpm (default: the "
                                      "model's)")
     p.add_argument("--steps", type=_positive_int, help="sampler steps (default: the model's)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
-    p.add_argument("--seed", type=int, help="seed of the first image (default: random)")
+    p.add_argument("--guidance", type=_finite_float, help="classifier-free guidance scale")
+    p.add_argument("--seed", type=_seed, help="seed of the first image, 0 to 2**64-1; image i "
+                                              "uses seed+i (default: random)")
     p.add_argument("--num-images", type=_positive_int, default=1)
     p.add_argument("--height", type=_positive_int, help="pixels (default: the model's)")
     p.add_argument("--width", type=_positive_int, help="pixels (default: the model's)")
-    p.add_argument("--out", help="a .png file, or a folder (default: the current folder)")
+    p.add_argument("--out", help="a folder, where each image gets a new name NNNNN-SEED-"
+                                 "prompt.png (default: the current folder), or a .png file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --out FILE.png: replace the file if it exists")
     p.add_argument("--json", action="store_true", help="print paths and parameters as JSON")
     p.add_argument("--from-image", metavar="PNG",
                    help="re-create an image from the parameters stored in a PNG")
@@ -371,10 +384,57 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _seed(text: str, top: int = 2**64 - 1) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= top:
+        raise argparse.ArgumentTypeError(f"must be in [0, {top}], got {value}")
+    return value
+
+
+def _train_seed(text: str) -> int:
+    return _seed(text, top=2**32 - 1)  # numpy's seeds are 32-bit
+
+
 def _version() -> str:
     from mmgen.version import __version__
 
     return __version__
+
+
+def _one_line_warning(command: str):
+    """``warnings.showwarning`` for the CLI: ``mmgen COMMAND: warning: ...`` on one line."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+        print(f"mmgen {command}: warning: {text}", file=sys.stderr)
+
+    return show
+
+
+def _message(e: BaseException) -> str:
+    """One line for a user error."""
+    if isinstance(e, KeyError) and e.args:
+        text = str(e.args[0])
+    elif isinstance(e, MemoryError):
+        text = (f"out of memory ({e or 'the allocator gave up'}); ask for less (smaller images, "
+                "fewer at once) or lower the limits of docs/reliability.md")
+    elif isinstance(e, OSError) and e.strerror and e.filename:  # "[Errno 2] ..." -> "f: ..."
+        text = f"{e.filename}: {e.strerror}"
+    else:
+        text = str(e) or type(e).__name__
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -384,12 +444,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(args.command)
+            return args.func(args)
     except (CLIError, *USER_ERRORS) as e:
         if args.debug:
             raise
-        msg = str(e.args[0] if isinstance(e, KeyError) and e.args else e)
-        print(f"mmgen {args.command}: error: {'; '.join(msg.splitlines())}", file=sys.stderr)
+        print(f"mmgen {args.command}: error: {_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from mmgen.pipeline import PIPELINE_CONFIG, Pipeline
-from mmgen.registry import CONFIG_NAME, PretrainedModel
+from mmgen.registry import (
+    CONFIG_NAME,
+    PretrainedModel,
+    read_config,
+    read_folder_meta,
+    resolve_class,
+)
 
 # The weights shipped inside the package: one folder each.
 BUNDLED_DIR = Path(__file__).parent / "weights"
@@ -70,7 +76,7 @@ def model_dir(name_or_path: str | os.PathLike) -> Path:
         f"(installed and bundled: {known}); create untrained models with mmgen.create_model")
 
 
-def load(name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
+def load(name_or_path: str | os.PathLike, kind: type | None = None, **kwargs: Any) -> Any:
     """Load a model or pipeline, offline.
 
     Args:
@@ -79,11 +85,20 @@ def load(name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
             ``pipeline.json``), a Stable Diffusion folder in diffusers' layout
             (``model_index.json``), or an original Stable Diffusion single file
             (``.safetensors`` / ``.ckpt``).
+        kind: the class the result must be (or subclass), e.g. ``TextToImagePipeline`` or
+            ``CLIP``; checked from the saved class name before anything is loaded, a
+            ``ValueError`` naming both classes otherwise.
         kwargs: for pipelines, e.g. ``device`` and ``dtype``.
     """
     # The Stable Diffusion readers import every network family: only when a format needs them.
     from mmgen.interop.stable_diffusion import load_sd_folder, load_sd_single_file
 
+    if kind is not None:
+        found = saved_class(name_or_path)
+        if not issubclass(found, kind):
+            raise ValueError(f"{str(name_or_path)!r} holds a {found.__name__} "
+                             f"({found.__module__}), not a {kind.__name__}; pick a model of "
+                             "that kind (mmgen models --pretrained lists the installed ones)")
     path = Path(name_or_path)
     if path.is_file():
         return load_sd_single_file(path, **kwargs)
@@ -95,3 +110,23 @@ def load(name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
     if kwargs:
         raise TypeError(f"unexpected argument(s) {sorted(kwargs)} for a single model")
     return PretrainedModel.from_pretrained(directory)
+
+
+def saved_class(name_or_path: str | os.PathLike) -> type:
+    """The class :func:`load` would return for ``name_or_path``, read from the saved class
+    name (nothing is loaded): a model class, a pipeline class, or the text-to-image pipeline
+    for Stable Diffusion folders and files."""
+    path = Path(name_or_path)
+    directory = None if path.is_file() else model_dir(name_or_path)
+    if directory is not None and (directory / PIPELINE_CONFIG).is_file():
+        meta = read_folder_meta(directory, PIPELINE_CONFIG, "an mmgen pipeline folder")
+        return resolve_class(meta["class"], Pipeline, directory / PIPELINE_CONFIG)
+    if directory is not None and (directory / CONFIG_NAME).is_file():
+        return resolve_class(read_config(directory)["class"], PretrainedModel,
+                             directory / CONFIG_NAME)
+    if directory is not None and not (directory / "model_index.json").is_file():
+        raise FileNotFoundError(f"{directory} is not a model folder: it has no {CONFIG_NAME}, "
+                                f"{PIPELINE_CONFIG} or model_index.json")
+    from mmgen.diffusion.pipeline import TextToImagePipeline
+
+    return TextToImagePipeline

@@ -67,7 +67,7 @@ class Pipeline(Loadable):
         ``device``, ``dtype``)."""
         directory = Path(directory)
         meta = read_pipeline_config(directory)
-        pipe_cls = resolve_class(meta["class"], cls)
+        pipe_cls = resolve_class(meta["class"], cls, directory / PIPELINE_CONFIG)
         try:
             config = config_from_dict(pipe_cls.config_class, meta["config"])
         except (TypeError, ValueError) as e:

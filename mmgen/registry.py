@@ -22,8 +22,11 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import importlib
+import inspect
 import json
+import math
 import os
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -33,7 +36,15 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
-from mmgen.checkpoint import atomic_path, load_state_dict, save_state_dict
+from mmgen.checkpoint import (
+    atomic_path,
+    check_shapes,
+    load_state_dict,
+    read_json,
+    safetensors_shapes,
+    save_state_dict,
+)
+from mmgen.limits import check_model_bytes
 from mmgen.version import __version__
 
 CONFIG_NAME = "config.json"
@@ -128,39 +139,84 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild config dataclass ``cls`` from ``data``; nested dataclasses and tuples restored.
+def config_from_dict(cls: type, data: dict[str, Any], where: str | None = None) -> Any:
+    """Rebuild config dataclass ``cls`` from ``data`` (JSON), checking every value's type.
 
-    Unknown keys are an error (a checkpoint from a newer or different model); missing keys take
-    the field defaults.
+    Nested dataclasses and tuples are restored. Unknown keys are an error (a checkpoint from a
+    newer or different model); missing keys take the field defaults. A value of the wrong
+    type is a ``ValueError`` naming the field and the type it needs, e.g.
+    ``ResNetConfig.num_classes: expected int, got 'ten' (str)``.
     """
+    where = where or cls.__name__
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a JSON object of fields, got {_show(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - fields
     if unknown:
         raise ValueError(
-            f"{cls.__name__} has no field(s) {sorted(unknown)}; fields: {sorted(fields)}"
+            f"{where} has no field(s) {sorted(unknown)}; fields: {sorted(fields)}"
         )
-    return cls(**{k: _coerce(hints[k], v) for k, v in data.items()})
+    values = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError, ArithmeticError) as e:  # missing fields, __post_init__
+        text = str(e)
+        raise ValueError(text if text.startswith(f"{cls.__name__}") else f"{where}: {text}") \
+            from None
 
 
-def _coerce(tp: Any, value: Any) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):  # Optional[X] and X | None
-        if value is None:
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__})"
+
+
+def _type_name(tp: Any) -> str:
+    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """``value`` (parsed JSON) as type ``tp``, or a ``ValueError`` naming ``where``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):  # X | Y, Optional[X]
+        if value is None and type(None) in args:
             return None
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _coerce(args[0], value) if len(args) == 1 else value
-    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-        return config_from_dict(tp, value)
-    if origin is tuple and isinstance(value, list):
-        args = typing.get_args(tp)
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(option, value, where)
+            except ValueError:
+                continue
+    elif origin is typing.Literal:
+        if value in args:
+            return value
+    elif dataclasses.is_dataclass(tp):
+        return config_from_dict(tp, value, where)
+    elif origin is tuple and isinstance(value, (list, tuple)):
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v) for v in value)
-        if args and len(args) == len(value):
-            return tuple(_coerce(a, v) for a, v in zip(args, value, strict=True))
-        return tuple(value)
-    return value
+            return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) == len(value):
+            return tuple(_coerce(a, v, f"{where}[{i}]")
+                         for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    elif origin is dict and isinstance(value, dict):
+        key_tp, value_tp = args or (Any, Any)
+        return {_coerce(key_tp, k, where): _coerce(value_tp, v, f"{where}[{k!r}]")
+                for k, v in value.items()}
+    elif _is_instance(tp, value):
+        return float(value) if tp is float else value
+    raise ValueError(f"{where}: expected {_type_name(tp)}, got {_show(value)}")
+
+
+def _is_instance(tp: Any, value: Any) -> bool:
+    """JSON's scalar types, strictly: an int field takes no bool or float, a float field takes
+    finite numbers only."""
+    if tp is Any:
+        return True
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and abs(value) <= sys.float_info.max and math.isfinite(value)  # huge ints too
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(tp, type) and isinstance(value, tp)
 
 
 # ----------------------------------------------------------------------------- models
@@ -235,42 +291,89 @@ class PretrainedModel(Loadable, nn.Module):
 
     @classmethod
     def from_pretrained(cls: type[M], directory: str | os.PathLike) -> M:
-        """Load a model saved by :meth:`save_pretrained` (exact weights, eval mode)."""
-        meta = read_config(directory)
-        saved_cls = resolve_class(meta["class"], cls)
-        model = saved_cls(config_from_dict(saved_cls.config_class, meta["config"]))
-        state = load_state_dict(_weights_file(Path(directory)))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(
-                f"{directory}: weights do not fit {meta['class']} "
-                f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
-            )
+        """Load a model saved by :meth:`save_pretrained` (exact weights, eval mode).
+
+        Everything is checked before the weights are read: the config's field types, that it
+        builds, the memory its weights need (``mmgen.limits.MAX_MODEL_GB``), and the names
+        and shapes of the tensors in the weight file."""
+        directory = Path(directory)
+        meta, saved_cls, config = read_saved_config(directory, cls)
+        model = build_checked(saved_cls, config, str(directory))
+        load_weights(model, _weights_file(directory))
         model.model_name = meta.get("model")
         model.info = meta.get("info") or {}
         return model.eval()
 
 
-def resolve_class(path: str, base: type[T]) -> type[T]:
-    """The registered class at ``module.Class`` ``path``, a subclass of ``base``; importing
-    only mmgen modules, so a checkpoint can never make mmgen run other code."""
+def read_saved_config(directory: Path, base: type[M]) -> tuple[dict[str, Any], type[M], Any]:
+    """(``config.json``'s entries, the class it names, its config, type-checked) of a saved
+    model folder; errors name the file."""
+    meta = read_config(directory)
+    cls = resolve_class(meta["class"], base, directory / CONFIG_NAME)
+    try:
+        return meta, cls, config_from_dict(cls.config_class, meta["config"])
+    except ValueError as e:
+        raise ValueError(f"{directory / CONFIG_NAME}: {e}") from None
+
+
+def build_checked(cls: type[T], config: Any, source: str) -> T:
+    """``cls(config)``, once :func:`probe_model` has shown that the config builds and that its
+    weights fit ``mmgen.limits.MAX_MODEL_GB``."""
+    probe_model(cls, config, source)
+    return cls(config)
+
+
+def probe_model(cls: type[T], config: Any, source: str) -> T:
+    """``cls(config)`` built on the meta device, which allocates nothing: a ``ValueError`` if
+    the config does not build, a ``LimitError`` if its weights would not fit
+    ``mmgen.limits.MAX_MODEL_GB``. ``source`` names the config's origin in messages."""
+    try:
+        with torch.device("meta"):
+            probe = cls(config)
+    except Exception as e:  # whatever the constructor rejects: the config came from a file
+        raise ValueError(f"{source}: the config does not build a {cls.__name__} "
+                         f"({type(e).__name__}: {e})") from None
+    tensors = [*probe.parameters(), *probe.buffers()]
+    check_model_bytes(sum(t.numel() * t.element_size() for t in tensors),
+                      f"the {cls.__name__} of {source}")
+    return probe
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load the weight file ``path`` into ``model``, strictly: the same tensor names and
+    shapes (for safetensors, checked from the file's header before any tensor is read)."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    state = None if path.suffix == ".safetensors" else load_state_dict(path)
+    found = safetensors_shapes(path) if state is None else \
+        {k: tuple(v.shape) for k, v in state.items()}
+    check_shapes(expected, found, f"{path} into {type(model).__name__}")
+    model.load_state_dict(load_state_dict(path) if state is None else state)
+
+
+def resolve_class(path: str, base: type[T], source: str | os.PathLike = "a checkpoint"
+                  ) -> type[T]:
+    """The registered, concrete class at ``module.Class`` ``path``, a subclass of ``base``;
+    importing only mmgen modules, so a checkpoint can never make mmgen run other code. A
+    ``ValueError`` naming ``source`` (the file that names the class) otherwise."""
     if not isinstance(path, str):
-        raise ValueError(f"a saved class must be named by a 'module.Class' string, got {path!r}")
+        raise ValueError(f"{source}: a saved class must be named by a 'module.Class' string, "
+                         f"got {path!r}")
     if path not in _CLASSES:
         module = path.rpartition(".")[0]
         if module != "mmgen" and not module.startswith("mmgen."):
-            raise ValueError(
-                f"refusing to import {module!r}: checkpoints may only name mmgen classes"
-            )
+            raise ValueError(f"{source}: refusing to import {module!r}: checkpoints may only "
+                             "name mmgen classes")
         try:
             importlib.import_module(module)
         except ModuleNotFoundError:
-            raise ValueError(f"checkpoint names unknown class {path!r}") from None
-    if path not in _CLASSES:
-        raise ValueError(f"checkpoint names unknown class {path!r}")
-    found = _CLASSES[path]
+            pass  # reported below
+    found = _CLASSES.get(path)
+    if found is None or getattr(found, "config_class", None) is None \
+            or inspect.isabstract(found):
+        raise ValueError(f"{source} names {'an unknown' if found is None else 'an abstract'} "
+                         f"class {path!r}")
     if not issubclass(found, base):
-        raise TypeError(f"the folder holds a {path}, not a {base.__name__}")
+        raise ValueError(f"{source} holds a {path}, not a {base.__name__}")
     return found
 
 
@@ -293,13 +396,13 @@ def read_folder_meta(directory: str | os.PathLike, name: str, what: str) -> dict
     path = Path(directory) / name
     if not path.is_file():
         raise FileNotFoundError(f"{directory} is not {what} (no {name})")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    meta = read_json(path)
     if not isinstance(meta, dict) or not isinstance(meta.get("class"), str) \
             or not isinstance(meta.get("config"), dict):
         raise ValueError(f"{path} lacks the 'class' and 'config' entries of {what}")
+    if not isinstance(meta.get("model"), (str, type(None))) \
+            or not isinstance(meta.get("info"), (dict, type(None))):
+        raise ValueError(f"{path}: 'model' must be a name or null and 'info' an object")
     return meta
 
 

@@ -51,7 +51,7 @@ def test_a_pipeline_folder_loads_as_the_class_it_names(tmp_path):
     assert type(loaded) is EchoPipeline and loaded.config.scale == 3.0
     x = torch.randn(2, 3)
     assert torch.equal(loaded(x), pipe(x)) and loaded.device == "meta-ignored"
-    with pytest.raises(TypeError, match="not a TextToImagePipeline"):
+    with pytest.raises(ValueError, match="not a TextToImagePipeline"):
         TextToImagePipeline.from_pretrained(folder)
     meta["class"] = "subprocess.Popen"
     (folder / "pipeline.json").write_text(json.dumps(meta))

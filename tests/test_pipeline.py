@@ -1,6 +1,7 @@
 """Text-to-image pipeline: guidance, seeds, modes, PNG parameters, save/load, CLI, errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +23,8 @@ from mmgen.diffusion.pipeline import (
 PROMPT = "a large red circle in the center on a white background"
 
 
-@pytest.fixture(scope="module")
-def pipe():
+def tiny_pipeline(dtype: str = "fp32") -> TextToImagePipeline:
+    """A tiny random-weight pipeline making 32x32 images (the same weights for every dtype)."""
     torch.manual_seed(0)
     unet = mmgen.create_model("unet/tiny", cross_attention_dim=64)
     vae = mmgen.create_model("vae/tiny")
@@ -31,7 +32,12 @@ def pipe():
                                                  "context_length": 16})
     config = PipelineConfig(name="tiny-test", schedule=NoiseSchedule(), steps=4, guidance=3.0,
                             height=32, width=32, pad_token_id=0)
-    return TextToImagePipeline(unet, vae, clip.text_model(), config)
+    return TextToImagePipeline(unet, vae, clip.text_model(), config, dtype=dtype)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline()
 
 
 def pixels(images):
@@ -197,13 +203,16 @@ def test_cli_generate(pipe, tmp_path, capsys):
     args = ["generate", PROMPT, "--model", model, "--seed", "0", "--steps", "3"]
     assert cli.main([*args, "--out", str(out)]) == 0
     first = np.asarray(Image.open(out))
-    assert cli.main([*args, "--out", str(out)]) == 0
+    assert cli.main([*args, "--out", str(out), "--overwrite"]) == 0
     assert np.array_equal(first, np.asarray(Image.open(out)))
     capsys.readouterr()
     assert cli.main([*args, "--num-images", "2", "--out", str(tmp_path / "many"),
                      "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert len(report["images"]) == 2 and report["grid"].endswith("-grid.png")
+    slug = "a-large-red-circle-in-the-center-on-a-white-back"
+    assert [Path(r["path"]).name for r in report["images"]] == [f"00001-0-{slug}.png",
+                                                                f"00002-1-{slug}.png"]
+    assert Path(report["grid"]).name == f"00003-grid-{slug}.png"
     assert [r["seed"] for r in report["images"]] == [0, 1]
     # --from-image re-creates the first image exactly
     again = tmp_path / "again.png"

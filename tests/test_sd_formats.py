@@ -278,7 +278,7 @@ def test_unrelated_or_sdxl_single_files_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"has no VAE \(first_stage_model"):
         read_sd_single_file(tmp_path / "unet.safetensors")
     (tmp_path / "broken.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
-    with pytest.raises(ValueError, match="not a readable .safetensors file"):
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
         read_sd_single_file(tmp_path / "broken.safetensors")
 
 

@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
+
+from mmgen.data.folder import UnreadableImageError, open_image
 
 
 def load_image(path: str | os.PathLike, preprocess: dict[str, Any]) -> torch.Tensor:
@@ -24,11 +26,9 @@ def load_image(path: str | os.PathLike, preprocess: dict[str, Any]) -> torch.Ten
         ValueError: the file is not a readable image, or it is smaller than the model input.
     """
     try:
-        with Image.open(path) as im:
-            im.load()
-            image = im.convert("L" if preprocess["channels"] == 1 else "RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path}: not a readable image ({type(e).__name__})") from None
+        image = open_image(path, "L" if preprocess["channels"] == 1 else "RGB")
+    except UnreadableImageError as e:
+        raise ValueError(str(e)) from None
     size = preprocess["size"]
     if min(image.size) < size:
         raise ValueError(f"{path}: image is {image.size[0]}x{image.size[1]} px; this model "
@@ -61,21 +61,30 @@ def classify_files(paths: Sequence[str | os.PathLike], net: nn.Module,
 
     Returns:
         One dict per file: ``{"file", "top": [{"label", "prob"}, ...]}``, or
-        ``{"file", "attributes": {name: [{"label", "prob"}, ...]}}`` for multi-head models.
+        ``{"file", "attributes": {name: [{"label", "prob"}, ...]}}`` for multi-head models,
+        or ``{"file", "error": why}`` for a file that could not be used (the others are
+        still classified).
     """
     info = getattr(net, "info", {})
     if "preprocess" not in info or "labels" not in info:
         name = getattr(net, "model_name", None) or type(net).__name__
         raise ValueError(f"{name} does not record its preprocessing and labels; it was not "
                          "saved by a classifier recipe")
-    batch = torch.stack([load_image(p, net.info["preprocess"]) for p in paths])
-    logits = net(batch)
+    inputs, rows = [], []
+    for path in paths:
+        try:
+            inputs.append(load_image(path, net.info["preprocess"]))
+            rows.append({"file": str(path)})
+        except ValueError as e:  # this file only: the others are still classified
+            rows.append({"file": str(path), "error": str(e)})
+    if not inputs:
+        return rows
+    logits = net(torch.stack(inputs))
     labels = net.info["labels"]
-    rows = []
-    for n, path in enumerate(paths):
+    for n, row in enumerate(r for r in rows if "error" not in r):
         if isinstance(logits, dict):
-            attrs = {a: _top(logits[a][n].softmax(-1), labels[a], top_k) for a in logits}
-            rows.append({"file": str(path), "attributes": attrs})
+            row["attributes"] = {a: _top(logits[a][n].softmax(-1), labels[a], top_k)
+                                 for a in logits}
         else:
-            rows.append({"file": str(path), "top": _top(logits[n].softmax(-1), labels, top_k)})
+            row["top"] = _top(logits[n].softmax(-1), labels, top_k)
     return rows

@@ -28,6 +28,8 @@ from PIL import Image
 from torch.utils.data import Dataset, default_collate
 from torchvision.transforms import InterpolationMode
 
+from mmgen.limits import MAX_INPUT_PIXELS, LimitError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CAPTIONS_FILE = "captions.jsonl"  # optional, in root
 MAX_LISTED = 10  # file names quoted in one warning; the full list is on the dataset
@@ -35,6 +37,39 @@ MAX_LISTED = 10  # file names quoted in one warning; the full list is on the dat
 
 class UnreadableImageError(OSError):
     """An image file could not be opened or decoded; the message names the file."""
+
+
+def open_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
+    """Decode the image file ``path`` into a PIL image of ``mode``, safely: a file larger
+    than :data:`mmgen.limits.MAX_INPUT_PIXELS` (a decompression bomb) is refused from its
+    header, before anything is decoded.
+
+    Raises:
+        UnreadableImageError: the file is missing, not an image, damaged, or too large; the
+            message names the file and the reason.
+    """
+    try:
+        with warnings.catch_warnings():  # our own limit replaces PIL's bomb warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                MAX_INPUT_PIXELS.check(width * height, f"{path}: image size {width}x{height} "
+                                                       f"({width * height:,} pixels)")
+                if image.mode == "P":
+                    image = image.convert("RGBA")  # applies palette transparency cleanly
+                return image.convert(mode)
+    except LimitError as e:
+        raise UnreadableImageError(str(e)) from None
+    except Image.DecompressionBombError as e:
+        raise UnreadableImageError(f"{path}: refused as a decompression bomb by Pillow ({e}; "
+                                   "PIL.Image.MAX_IMAGE_PIXELS sets that limit)") from None
+    except FileNotFoundError:
+        raise UnreadableImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UnreadableImageError(f"{path} is a folder, not an image file") from None
+    except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
+        raise UnreadableImageError(f"{path}: not a readable image, damaged or of an unknown "
+                                   f"format ({type(e).__name__}: {e})") from None
 
 
 def find_images(root: Path, extensions: Iterable[str]) -> list[str]:
@@ -194,16 +229,7 @@ class ImageFolderDataset(Dataset):
     def load_image(self, i: int) -> Image.Image:
         """Image ``i`` as an RGB PIL image, resized and cropped if ``size`` was given."""
         path = self.root / self.files[i]
-        try:
-            with Image.open(path) as image:
-                if image.mode == "P":
-                    image = image.convert("RGBA")  # applies palette transparency cleanly
-                image = image.convert("RGB")
-        except Exception as e:  # damage past the header shows up only when decoding
-            raise UnreadableImageError(
-                f"cannot decode image {path} ({type(e).__name__}: {e}); its header was fine "
-                "but the data is damaged; re-save or delete the file."
-            ) from e
+        image = open_image(path)
         if self.size is not None:
             image = TF.resize(image, self.size, interpolation=InterpolationMode.BICUBIC,
                               antialias=True)

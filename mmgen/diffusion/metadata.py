@@ -28,7 +28,15 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
-from mmgen.checkpoint import atomic_path
+from mmgen.checkpoint import atomic_path, write_new, write_numbered
+from mmgen.limits import (
+    MAX_IMAGES,
+    MAX_INPUT_PIXELS,
+    MAX_STEPS,
+    check_image_size,
+    check_seed,
+)
+from mmgen.registry import config_from_dict
 
 # mmgen sampler name -> the name AUTOMATIC1111 shows
 A1111_SAMPLER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM", "dpm++2m": "DPM++ 2M",
@@ -53,17 +61,23 @@ class GenerationRequest:
     width: int | None = None  # pixels, a multiple of the VAE's latent factor
     guidance_rescale: float = 0.0  # phi of guidance rescale (Lin et al. 2023), in [0, 1]
     strength: float = 1.0  # img2img / inpaint: how much of the noise schedule is run, [0, 1]
-    batch_size: int | None = None  # images per network batch (None: all); results do not
+    batch_size: int | None = None  # images per network batch (None: the most whose
+    #   batch * height * width fits MMGEN_MAX_BATCH_PIXELS, at least 1); results do not
     #   depend on it
 
     def prompts(self) -> tuple[list[str], list[str]]:
         """(prompts, negative prompts), one per image: each prompt ``num_images`` times."""
-        prompts = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
-        if not prompts or any(not isinstance(p, str) for p in prompts):
-            raise ValueError("prompt must be a string or a non-empty list of strings")
+        prompts = self._distinct_prompts()
         negatives = _one_per(self.negative_prompt, len(prompts), "negative prompt")
         return ([p for p in prompts for _ in range(self.num_images)],
                 [n for n in negatives for _ in range(self.num_images)])
+
+    def _distinct_prompts(self) -> list[str]:
+        prompts = [self.prompt] if isinstance(self.prompt, str) else \
+            list(self.prompt) if isinstance(self.prompt, (list, tuple)) else None
+        if not prompts or any(not isinstance(p, str) for p in prompts):
+            raise ValueError("prompt must be a string or a non-empty list of strings")
+        return prompts
 
     def resolved(self, defaults: Any) -> GenerationRequest:
         """This request with every ``None`` replaced: steps, guidance, sampler, height and
@@ -76,24 +90,40 @@ class GenerationRequest:
 
     def check(self, samplers: tuple[str, ...], latent_factor: int) -> None:
         """A clear ``ValueError`` for any option out of range (on a resolved request)."""
+        self.check_limits()
         f = latent_factor
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
-        if not math.isfinite(self.guidance) or self.guidance < 0:
-            raise ValueError(f"guidance must be a finite number >= 0, got {self.guidance}")
         if self.sampler not in samplers:
             raise ValueError(f"unknown sampler {self.sampler!r}; available: "
                              f"{', '.join(samplers)}")
-        if self.num_images < 1:
-            raise ValueError(f"num_images must be >= 1, got {self.num_images}")
         h, w = self.height, self.width
         if h < f or w < f or h % f or w % f:
             raise ValueError(f"height and width must be positive multiples of {f} (the VAE's "
                              f"latent factor), got {h}x{w}")
-        if not 0.0 <= self.strength <= 1.0:
-            raise ValueError(f"strength must be in [0, 1], got {self.strength}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def check_limits(self) -> None:
+        """The checks that need no model, on the options given (``None`` is skipped): types
+        and ranges, and the limits of :mod:`mmgen.limits` (image size, steps, images per
+        call, seeds). ``mmgen generate`` runs them before it loads anything."""
+        for name in ("steps", "num_images", "height", "width", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        for name, low, high in (("guidance", 0.0, math.inf), ("strength", 0.0, 1.0),
+                                ("guidance_rescale", 0.0, 1.0)):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float))
+                                          and math.isfinite(value) and low <= value <= high):
+                span = f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
+                raise ValueError(f"{name} must be a finite number {span}, got {value!r}")
+        if self.steps is not None:
+            MAX_STEPS.check(self.steps, f"{self.steps:,} steps")
+        if self.height is not None and self.width is not None:
+            check_image_size(self.height, self.width)
+        count = len(self._distinct_prompts()) * self.num_images  # (not built: may be huge)
+        MAX_IMAGES.check(count, f"{count:,} images")
+        if self.seed is not None:
+            check_seed(self.seed, count)
 
 
 def _one_per(text: str | list[str] | None, n: int, what: str) -> list[str]:
@@ -153,9 +183,16 @@ class GenerationParams:
 
     @classmethod
     def from_json(cls, text: str) -> GenerationParams:
-        data = json.loads(text)
+        """Parse :meth:`to_json`'s text; a ``ValueError`` naming the field for a value of the
+        wrong type (unknown keys, from newer versions, are ignored)."""
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return config_from_dict(cls, {k: v for k, v in data.items() if k in names})
 
 
 def attach(image: Image.Image, params: GenerationParams) -> Image.Image:
@@ -165,29 +202,49 @@ def attach(image: Image.Image, params: GenerationParams) -> Image.Image:
     return image
 
 
-def save_png(image: Image.Image, path: str | Path) -> Path:
-    """Write ``image`` as a PNG with its generation parameters, atomically."""
+def save_png(image: Image.Image, path: str | Path, overwrite: bool = True) -> Path:
+    """Write ``image`` as a PNG with its generation parameters, atomically; with
+    ``overwrite=False`` an existing ``path`` is a ``FileExistsError`` (checked atomically)."""
     path = Path(path)
+    if not overwrite:
+        return write_new(path, lambda tmp: _write_png(image, tmp))
+    with atomic_path(path) as tmp:
+        _write_png(image, tmp)
+    return path
+
+
+def save_png_numbered(image: Image.Image, folder: str | Path, label: str) -> Path:
+    """Write ``image`` into ``folder`` as ``NNNNN-label.png``, with NNNNN one more than the
+    highest number there; concurrent writers never take the same name or number (see
+    :func:`mmgen.checkpoint.write_numbered`)."""
+    return write_numbered(folder, lambda tmp: _write_png(image, tmp),
+                          name=lambda n: f"{n:05d}-{label}.png")
+
+
+def _write_png(image: Image.Image, path: Path) -> None:
     info = PngImagePlugin.PngInfo()
     for key in ("parameters", JSON_KEY):
         if key in image.info:
             info.add_itxt(key, image.info[key])
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG", pnginfo=info)
-    return path
+    image.save(path, format="PNG", pnginfo=info)
 
 
 def read_params(path: str | Path) -> GenerationParams:
     """The :class:`GenerationParams` stored in a PNG written by mmgen."""
     try:
         with Image.open(path) as im:
-            text: Any = im.info.get(JSON_KEY) or getattr(im, "text", {}).get(JSON_KEY)
-    except (OSError, ValueError) as e:
+            text: Any = im.info.get(JSON_KEY)
+            if not text:  # chunks after the image data: found by decoding it (size checked)
+                MAX_INPUT_PIXELS.check(im.width * im.height,
+                                       f"{path}: image size {im.width}x{im.height} "
+                                       f"({im.width * im.height:,} pixels)")
+                text = getattr(im, "text", {}).get(JSON_KEY)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot read {path} as an image: {e}") from None
     if not text:
         raise ValueError(f"{path} carries no mmgen generation parameters (no '{JSON_KEY}' PNG "
                          "text chunk); only PNGs written by mmgen generate can be re-created")
     try:
         return GenerationParams.from_json(text)
-    except (json.JSONDecodeError, TypeError) as e:
+    except ValueError as e:  # json.JSONDecodeError is a ValueError
         raise ValueError(f"{path}: malformed generation parameters ({e})") from None

@@ -12,7 +12,13 @@ other diffusion pipelines; the options of a call are one
 Seeds: image ``i`` of a call with seed ``s`` starts from the noise of
 ``torch.Generator("cpu").manual_seed(s + i)`` (and stochastic samplers draw from that generator
 too), so the same seed gives the same image on every device, whatever the batch size or the
-image's position in it.
+image's position in it. The images of a call go through the networks in batches of at most
+``mmgen.limits.MAX_BATCH_PIXELS`` pixels (``$MMGEN_MAX_BATCH_PIXELS``), so memory stays
+bounded however many images are asked for.
+
+NaN/Inf never become an image: latents and pixels are checked, and a NaN/Inf raises
+:class:`~mmgen.diffusion.denoise.NonFiniteError` (a ValueError) naming the step; with
+``dtype`` bf16/fp16, a step that overflows is first recomputed in fp32 (with a warning).
 
     pipe = mmgen.load("shapes-t2i")                      # or a Stable Diffusion folder / file
     images = pipe("a large red circle in the center on a white background", seed=0)
@@ -22,6 +28,7 @@ image's position in it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -41,19 +48,22 @@ from mmgen.device import (
 )
 from mmgen.diffusion.denoise import (
     GenerationCancelled,
+    NonFiniteError,
     StepCallback,
     denoise,
     initial_noise,
+    is_finite,
     skipped_steps,
 )
 from mmgen.diffusion.guidance import GuidedDenoiser
 from mmgen.diffusion.metadata import GenerationParams, GenerationRequest, attach
 from mmgen.diffusion.samplers import SAMPLERS, Sampler, create_sampler
 from mmgen.diffusion.schedule import NoiseSchedule
+from mmgen.limits import MAX_BATCH_PIXELS
 from mmgen.pipeline import Pipeline
 
-__all__ = ["GenerationCancelled", "PipelineConfig", "TextToImagePipeline", "to_latent_mask",
-           "to_pixels"]
+__all__ = ["GenerationCancelled", "NonFiniteError", "PipelineConfig", "TextToImagePipeline",
+           "network_batch_size", "to_latent_mask", "to_pixels"]
 
 
 @dataclass
@@ -81,7 +91,8 @@ class TextToImagePipeline(Pipeline):
         config: defaults and the noise schedule.
         device: "auto", "cpu", "cuda", ...
         dtype: "fp32" (exact; the default), "auto" (bf16 autocast where the CPU/GPU has it),
-            "bf16" or "fp16".
+            "bf16" or "fp16". In bf16/fp16, a sampling step whose U-Net prediction overflows
+            to NaN/Inf is recomputed in fp32 (with a warning).
         batch_invariant: on the CPU, compute convolutions with PyTorch's native kernels,
             which treat every image of a batch alike, instead of oneDNN's, whose algorithm
             (and so the last bits of the result) depends on the batch size. This is what makes
@@ -155,7 +166,12 @@ class TextToImagePipeline(Pipeline):
             progress: show a progress bar (stderr).
             options: the other fields of :class:`~mmgen.diffusion.metadata.GenerationRequest`
                 (steps, guidance, sampler, seed, num_images, height, width,
-                guidance_rescale, batch_size).
+                guidance_rescale, batch_size: see :func:`network_batch_size`).
+
+        Raises:
+            ValueError: an option out of range; a ``LimitError`` for a ``batch_size`` over
+                ``MMGEN_MAX_BATCH_PIXELS``; a ``NonFiniteError`` if sampling or decoding
+                produced NaN/Inf (no image is returned).
         """
         request = GenerationRequest(prompt, negative_prompt, **options)
         return self.generate(request, callback=callback, progress=progress)
@@ -201,11 +217,11 @@ class TextToImagePipeline(Pipeline):
         req.check(SAMPLERS, self.latent_factor)
         prompts, negatives = req.prompts()
         seeds = [req.seed + i for i in range(len(prompts))]
+        batch = network_batch_size(req, len(prompts))
         if image is not None:
             init = self.encode_latents(pixels)  # (1, C, h, w)
         if mask is not None:
             latent_mask = to_latent_mask(mask, (req.height, req.width), self.latent_factor)
-        batch = req.batch_size or len(prompts)
         images: list[Image.Image] = []
         skipped = skipped_steps(req.steps, req.strength, image is not None)
         bar = tqdm(total=len(prompts) * req.steps, desc="generate", disable=not progress,
@@ -232,16 +248,26 @@ class TextToImagePipeline(Pipeline):
     def _denoise(self, req: GenerationRequest, prompts: list[str], negatives: list[str],
                  seeds: list[int], init: torch.Tensor | None, mask: torch.Tensor | None,
                  callback: StepCallback) -> torch.Tensor:
-        """Latents (B, C, h, w) of one batch: noise, prompt contexts, the guided loop."""
+        """Latents (B, C, h, w) of one batch: noise, prompt contexts, the guided loop (with
+        an fp32 fallback for steps that overflow in reduced precision)."""
         f = self.latent_factor
         shape = (self.unet.config.in_channels, req.height // f, req.width // f)
         noise, generators = initial_noise(seeds, shape, self.device)  # (B, C, h, w)
         context = self.encode_prompt(prompts)  # (B, L, D)
         uncond = self.encode_prompt(negatives) if req.guidance != 1.0 else None
-        model = GuidedDenoiser(self._unet_call, context, uncond, req.guidance,
-                               req.guidance_rescale)
-        return denoise(model, self.make_sampler(req.sampler), noise, req.steps, generators,
-                       init=init, strength=req.strength, mask=mask, callback=callback)
+
+        def guided(dtype: torch.dtype) -> GuidedDenoiser:  # the U-Net computing in dtype
+            unet = functools.partial(self._unet_call, dtype=dtype)
+            return GuidedDenoiser(unet, context, uncond, req.guidance, req.guidance_rescale)
+
+        fallback = None if self.dtype == torch.float32 else guided(torch.float32)
+        try:
+            return denoise(guided(self.dtype), self.make_sampler(req.sampler), noise, req.steps,
+                           generators, init=init, strength=req.strength, mask=mask,
+                           callback=callback, fallback=fallback)
+        except NonFiniteError as e:
+            raise NonFiniteError(f"{e}; this request's guidance scale is {req.guidance:g}"
+                                 ) from None
 
     def _kernels(self) -> contextlib.AbstractContextManager:
         """Batch-invariant convolution kernels on the CPU (see ``batch_invariant``)."""
@@ -249,9 +275,10 @@ class TextToImagePipeline(Pipeline):
             return native_cpu_convolutions()
         return contextlib.nullcontext()
 
-    def _unet_call(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor
-                   ) -> torch.Tensor:
-        with autocast(self.device, self.dtype):
+    def _unet_call(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+                   dtype: torch.dtype) -> torch.Tensor:
+        """The U-Net's prediction (B, C, h, w) in fp32, computed in ``dtype`` (autocast)."""
+        with autocast(self.device, dtype):
             return self.unet(x, t, context).float()
 
     def make_sampler(self, name: str) -> Sampler:
@@ -272,16 +299,45 @@ class TextToImagePipeline(Pipeline):
         vc = self.vae.config
         with autocast(self.device, self.dtype):
             mean = self.vae.encode(pixels.to(self.device)).mean.float()
+        if not is_finite(mean):
+            raise NonFiniteError("encoding the input image produced NaN/Inf latents; the "
+                                 "VAE's weights may hold NaN/Inf (a damaged or badly converted "
+                                 "checkpoint)")
         return (mean - vc.shift_factor) * vc.scaling_factor
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> list[Image.Image]:
-        """Scaled latents (N, C, h, w) -> PIL images."""
+        """Scaled latents (N, C, h, w) -> PIL images; a ``NonFiniteError`` if the latents or
+        the decoded pixels hold NaN/Inf (never a black image)."""
         vc = self.vae.config
+        if not is_finite(latents):
+            raise NonFiniteError("decode_latents got latents holding NaN/Inf; pass the finite "
+                                 "latents of a sampling run")
         with autocast(self.device, self.dtype):
             pixels = self.vae.decode(latents / vc.scaling_factor + vc.shift_factor).float()
+        if not is_finite(pixels):
+            raise NonFiniteError("decoding the latents produced NaN/Inf pixels; the VAE's "
+                                 "weights may hold NaN/Inf (a damaged or badly converted "
+                                 "checkpoint)")
         arr = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (N, 3, H, W)
         return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy()) for a in arr]
+
+
+def network_batch_size(request: GenerationRequest, count: int) -> int:
+    """Images per network batch for ``count`` images of a resolved ``request``.
+
+    By default (``request.batch_size`` None) the largest batch whose pixels, batch * height
+    * width, fit ``mmgen.limits.MAX_BATCH_PIXELS`` (``$MMGEN_MAX_BATCH_PIXELS``), at least
+    one image and at most ``count``. An explicit ``batch_size`` (at most ``count`` of it is
+    used) over that limit is a ``LimitError``. Images do not depend on the batch size.
+    """
+    pixels = request.height * request.width
+    if request.batch_size is None:
+        return max(1, min(count, int(MAX_BATCH_PIXELS.value // pixels)))
+    batch = min(request.batch_size, count)
+    MAX_BATCH_PIXELS.check(batch * pixels, f"a batch of {batch} images of "
+                           f"{request.width}x{request.height}")
+    return batch
 
 
 def to_pixels(image: Image.Image | torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -70,11 +70,16 @@ class UNetConfig:
                     f"block_out_channels={self.block_out_channels}), got {value!r}; e.g. "
                     f"heads={(8,) * levels}."
                 )
-        for channels, heads in zip(self.block_out_channels, self.heads, strict=True):
+        if self.norm_num_groups < 1 or min(self.heads) < 1 or min(self.block_out_channels) < 1:
+            raise ValueError(f"UNetConfig: block_out_channels, heads and norm_num_groups must "
+                             f"be >= 1, got {self.block_out_channels}, {self.heads} and "
+                             f"{self.norm_num_groups}.")
+        for i, (channels, heads) in enumerate(zip(self.block_out_channels, self.heads,
+                                                  strict=True)):
             if channels % heads or channels % self.norm_num_groups:
                 raise ValueError(
-                    f"UNetConfig: level channels {channels} must be divisible by its heads "
-                    f"({heads}) and by norm_num_groups ({self.norm_num_groups})."
+                    f"UNetConfig: block_out_channels[{i}] = {channels} must be divisible by "
+                    f"heads[{i}] = {heads} and by norm_num_groups = {self.norm_num_groups}."
                 )
 
 

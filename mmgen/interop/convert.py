@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -87,13 +84,3 @@ def load_converted(target: nn.Module, source: Mapping[str, torch.Tensor],
     state = convert_state_dict(source, target, rename, **kwargs)
     target.load_state_dict(state, strict=True)
     return target
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON file of a checkpoint folder, with errors that name the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"no {path.name} in {path.parent}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None

@@ -16,7 +16,6 @@ does not have (SDXL's added embeddings, class embeddings, other block types, ...
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 import torch
 
-from mmgen.checkpoint import load_state_dict
+from mmgen.checkpoint import load_state_dict, read_json
 from mmgen.diffusion.unet import PRESETS as UNET_PRESETS
 from mmgen.diffusion.unet import UNet, UNetConfig
 from mmgen.interop.convert import convert_state_dict, regex_rename
@@ -282,10 +281,7 @@ def _from_folder(path: Path, dtype: torch.dtype | None) -> Any:
     if not config_file.is_file():
         raise FileNotFoundError(f"{path} has no config.json (nor scheduler_config.json): not "
                                 "a diffusers component folder")
-    try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{config_file} is not valid JSON: {e}") from None
+    config = read_json(config_file)
     weights = next((path / n for n in WEIGHT_FILES if (path / n).is_file()), None)
     if weights is None:
         raise FileNotFoundError(f"{path} has no weights (looked for {', '.join(WEIGHT_FILES)}); "

@@ -14,11 +14,11 @@ rather than being silently ignored.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
+from mmgen.checkpoint import read_json
 from mmgen.diffusion.samplers import Sampler, create_sampler
 from mmgen.diffusion.schedule import NoiseSchedule
 
@@ -148,10 +148,7 @@ def _read(source: Any) -> tuple[str, dict[str, Any]]:
         if not path.is_file():
             raise FileNotFoundError(f"no diffusers scheduler config at {path} (expected a "
                                     f"{CONFIG_NAME} or a folder holding one)")
-        try:
-            config = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
+        config = read_json(path)
     elif hasattr(source, "config") and hasattr(source, "step"):  # an in-memory scheduler
         return type(source).__name__, dict(source.config)
     else:

@@ -28,14 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 
-from mmgen.checkpoint import load_state_dict, save_state_dict
+from mmgen.checkpoint import load_state_dict, read_json, save_state_dict
 from mmgen.clip.model import CLIPTextModel, TextConfig
 from mmgen.diffusion.pipeline import PipelineConfig, TextToImagePipeline
 from mmgen.diffusion.samplers import Sampler, create_sampler
 from mmgen.diffusion.unet import UNet
-from mmgen.interop.convert import read_json
 from mmgen.interop.diffusers import WEIGHT_FILES as DIFFUSERS_WEIGHT_FILES
 from mmgen.interop.diffusers import from_diffusers, from_diffusers_state_dict
 from mmgen.interop.diffusers_schedulers import (
@@ -204,10 +202,7 @@ def read_sd_single_file(path: str | os.PathLike, dtype: torch.dtype = torch.floa
         mmgen.checkpoint.UnsafeCheckpointError: a pickle that needs code to load.
     """
     path = Path(path)
-    try:
-        state = load_state_dict(path)
-    except SafetensorError as e:
-        raise ValueError(f"{path} is not a readable .safetensors file: {e}") from None
+    state = load_state_dict(path)  # CorruptCheckpointError for a damaged file
     _check_single_file_keys(state, path)
     try:
         from diffusers.loaders import single_file_utils as sfu

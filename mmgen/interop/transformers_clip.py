@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmgen.checkpoint import load_state_dict
+from mmgen.checkpoint import load_state_dict, read_json
 from mmgen.clip.model import (
     CLIP,
     OPENAI_MEAN,
@@ -52,7 +52,7 @@ from mmgen.clip.model import (
     VisionConfig,
     registered_name,
 )
-from mmgen.interop.convert import KeyMapError, load_converted, read_json, regex_rename
+from mmgen.interop.convert import KeyMapError, load_converted, regex_rename
 
 TEXT_ARCHITECTURES = ("CLIPTextModel", "CLIPTextModelWithProjection")
 VISION_ARCHITECTURES = ("CLIPVisionModel", "CLIPVisionModelWithProjection")

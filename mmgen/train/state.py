@@ -9,7 +9,9 @@ A checkpoint is one directory, ``out_dir/checkpoints/step_{N:08d}/``, created at
     rng_rank{r}.pt        python/numpy/torch(/cuda) RNG states of process r, one per process
 
 Everything loads through safetensors or ``torch.load(weights_only=True)``, so RNG states are
-stored as tensors, lists and ints only.
+stored as tensors, lists and ints only. :func:`read_checkpoint` reads and checks a whole
+checkpoint (every file, the structure of ``train_state.pt`` and of every process's RNG file)
+before anything is restored, so a damaged checkpoint can be skipped as a whole.
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from mmgen.checkpoint import atomic_path, load_state_dict, safe_torch_load, save_state_dict
+from mmgen.checkpoint import (
+    CorruptCheckpointError,
+    atomic_path,
+    load_state_dict,
+    safe_torch_load,
+    save_state_dict,
+)
 from mmgen.checkpoint import torch_save as atomic_torch_save
 
 CHECKPOINT_PREFIX = "step_"
@@ -51,14 +59,39 @@ def capture_rng() -> dict[str, Any]:
 
 def restore_rng(state: dict[str, Any]) -> None:
     """Set the global RNGs to a state returned by :func:`capture_rng`."""
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    keys, pos, has_gauss, cached_gaussian = state["numpy"]
-    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss,
-                         cached_gaussian))
+    python_state, numpy_state = _python_numpy_states(state)
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_rng(state: Any, path: Path) -> None:
+    """Raise :class:`CorruptCheckpointError` unless :func:`restore_rng` can apply ``state``.
+
+    The state is tried on throwaway generators, so the global RNGs are left untouched.
+    """
+    try:
+        python_state, numpy_state = _python_numpy_states(state)
+        random.Random().setstate(python_state)
+        np.random.RandomState().set_state(numpy_state)
+        torch.Generator().set_state(state["torch"])
+        cuda = state.get("cuda", [])
+        if not all(isinstance(s, torch.Tensor) and s.dtype == torch.uint8 for s in cuda):
+            raise TypeError("'cuda' is not a list of uint8 tensors")
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        raise CorruptCheckpointError(
+            f"{path} does not hold RNG states written by mmgen ({type(e).__name__}: {e})"
+        ) from None
+
+
+def _python_numpy_states(state: dict[str, Any]) -> tuple[tuple, tuple]:
+    """The python and numpy parts of a :func:`capture_rng` state in their native forms."""
+    version, internal, gauss_next = state["python"]
+    keys, pos, has_gauss, cached_gaussian = state["numpy"]
+    numpy_state = ("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached_gaussian)
+    return (version, tuple(internal), gauss_next), numpy_state
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,34 +127,101 @@ def write_checkpoint(path: Path, model_state: dict[str, torch.Tensor],
         atomic_torch_save(train_state, tmp / "train_state.pt")
 
 
-def read_checkpoint(path: Path, rank: int) -> dict[str, Any]:
-    """Load a checkpoint directory for process ``rank``.
+# The structure of train_state.pt as written by Trainer._train_state, down to what restoring
+# it needs (torch's optimizer/scheduler state-dict keys included). A dict lists required
+# keys, a one-item list means "a list of these", a type (or tuple of types) an isinstance check.
+TRAIN_STATE_SCHEMA: dict[str, Any] = {
+    "step": int,
+    "sampler": {"offset": int, "seed": int},
+    "optimizers": [{"state": dict, "param_groups": [{"params": list}]}],
+    "schedulers": [{"lr_lambdas": list}],
+    "scaler": (dict, type(None)),
+    "window": {"sums": dict, "steps": int},
+    "last_metrics": dict,
+    "elapsed": (int, float),
+    "world_size": int,
+    "config": dict,
+}
 
-    Returns a dict with ``model``, ``ema`` (or None), ``train_state`` and ``rng`` (or None if
-    the checkpoint was written by fewer processes than ``rank + 1``).
+
+def check_train_state(state: Any, path: Path) -> None:
+    """Raise :class:`CorruptCheckpointError` unless ``state`` fits :data:`TRAIN_STATE_SCHEMA`."""
+    problem = _structure_problem(state, TRAIN_STATE_SCHEMA, "train_state")
+    if problem is None and state["world_size"] < 1:
+        problem = f"train_state['world_size'] is {state['world_size']}, expected >= 1"
+    if problem is not None:
+        raise CorruptCheckpointError(
+            f"{path} does not hold a training state written by mmgen: {problem}")
+
+
+def _structure_problem(value: Any, schema: Any, where: str) -> str | None:
+    """The first place where ``value`` departs from ``schema``, or None if it fits."""
+    expected = type(schema) if isinstance(schema, (dict, list)) else schema
+    if not isinstance(value, expected):
+        types = expected if isinstance(expected, tuple) else (expected,)
+        names = " or ".join(t.__name__ for t in types)
+        return f"{where} is a {type(value).__name__}, expected {names}"
+    if isinstance(schema, dict):
+        missing = [key for key in schema if key not in value]
+        if missing:
+            return f"{where} has no {missing[0]!r} entry"
+        parts = [(value[key], sub, f"{where}[{key!r}]") for key, sub in schema.items()]
+    elif isinstance(schema, list):
+        parts = [(item, schema[0], f"{where}[{i}]") for i, item in enumerate(value)]
+    else:
+        return None
+    problems = (_structure_problem(*part) for part in parts)
+    return next((p for p in problems if p is not None), None)
+
+
+def read_checkpoint(path: Path, rank: int) -> dict[str, Any]:
+    """Load and check a checkpoint directory for process ``rank``; nothing global changes.
+
+    Every process reads and checks the RNG files of all processes (they are small), so all
+    processes agree on whether a checkpoint is usable without talking to each other.
+
+    Returns:
+        A dict with ``model``, ``ema`` (or None), ``train_state`` and ``rng`` (or None if the
+        checkpoint was written by fewer processes than ``rank + 1``).
+
+    Raises:
+        FileNotFoundError: ``path`` is not a complete checkpoint, or a file of it is missing.
+        CorruptCheckpointError: a file is truncated, damaged or not of the expected structure.
+        UnsafeCheckpointError: a ``.pt`` file needs arbitrary code to load.
     """
     if not (path / "train_state.pt").is_file():
         raise FileNotFoundError(
             f"{path} is not a complete checkpoint (no train_state.pt); pass a "
             f"'{CHECKPOINT_PREFIX}NNNNNNNN' directory from out_dir/checkpoints or 'latest'."
         )
+    train_state = safe_torch_load(path / "train_state.pt")
+    check_train_state(train_state, path / "train_state.pt")  # first: world_size is used below
+    rngs = []
+    for r in range(train_state["world_size"]):
+        rngs.append(safe_torch_load(path / f"rng_rank{r}.pt"))
+        check_rng(rngs[-1], path / f"rng_rank{r}.pt")
     ema = path / "ema.safetensors"
-    rng = path / f"rng_rank{rank}.pt"
     return {
         "model": load_state_dict(path / "model.safetensors"),
         "ema": load_state_dict(ema) if ema.is_file() else None,
-        "train_state": safe_torch_load(path / "train_state.pt"),
-        "rng": safe_torch_load(rng) if rng.is_file() else None,
+        "train_state": train_state,
+        "rng": rngs[rank] if rank < len(rngs) else None,
     }
 
 
-def prune_checkpoints(out_dir: str | Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints (call when no checkpoint is being written).
+def prune_checkpoints(out_dir: str | Path, keep: int, step: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints up to ``step`` (the run's current step;
+    call when no checkpoint is being written).
 
+    Checkpoints of later steps are left alone: they belong to a run resumed from an earlier
+    checkpoint (e.g. because the newest was damaged), which replaces them when it gets there.
+    Counting them would delete the fresh checkpoints and keep only the later ones.
     Each victim is first renamed to a hidden name (atomic), so an interrupted deletion never
     leaves a half-deleted directory that looks like a checkpoint.
     """
-    for old in list_checkpoints(out_dir)[:-keep]:
+    last = checkpoint_dir(out_dir, step).name
+    done = [p for p in list_checkpoints(out_dir) if p.name <= last]  # zero-padded: sorts as str
+    for old in done[:-keep]:
         trash = old.with_name(f".{old.name}.deleting")
         old.rename(trash)
         shutil.rmtree(trash, ignore_errors=True)

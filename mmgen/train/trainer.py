@@ -3,13 +3,16 @@
 A model plugs in through an *objective*, ``objective(model, batch) -> {"loss": tensor, ...}``
 (``objective(model, batch, opt_idx)`` when several optimizers are given, e.g. a GAN's D and
 G). The trainer owns everything else: data order, distribution, mixed precision, gradient
-accumulation and clipping, LR schedules, EMA, logging and deterministic checkpoint/resume.
+accumulation and clipping, LR schedules, EMA, logging and deterministic checkpoint/resume
+(``resume="latest"`` skips damaged checkpoints, with a warning, and resumes from the newest
+usable one).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import textwrap
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +35,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import Dataset, default_collate
 from tqdm.auto import tqdm
 
-from mmgen.checkpoint import save_state_dict
+from mmgen.checkpoint import UnsafeCheckpointError, check_shapes, save_state_dict
 from mmgen.data.sampler import ShardedBatchSampler
 from mmgen.device import resolve_dtype
 from mmgen.train import state as run_files
@@ -41,6 +44,10 @@ from mmgen.train.ema import EMA
 
 Objective = Callable[..., dict[str, Any]]
 Callback = Callable[["Trainer", int, dict[str, float]], None]
+# What reading and checking a checkpoint raises when it cannot be resumed from: a missing,
+# damaged (CorruptCheckpointError is a ValueError) or unsafe file, or state that does not fit
+# this trainer (ValueError).
+UNUSABLE_CHECKPOINT = (FileNotFoundError, ValueError, UnsafeCheckpointError)
 
 
 class _ObjectiveModule(nn.Module):
@@ -123,10 +130,12 @@ class Trainer:
 
         Args:
             resume: ``None`` starts a fresh run (``out_dir`` must not hold checkpoints);
-                ``"latest"`` continues from the newest checkpoint in ``out_dir``; a path
-                continues from that checkpoint directory. Resuming restores weights, EMA,
-                optimizers, schedulers, grad scaler, RNG states and the data position, so
-                the result is bitwise equal to an uninterrupted run.
+                ``"latest"`` continues from the newest usable checkpoint in ``out_dir``
+                (a damaged one is skipped with a warning, and replaced when training reaches
+                its step again; if none is usable a ValueError lists them); a path continues
+                from that checkpoint directory. Resuming restores weights, EMA, optimizers,
+                schedulers, grad scaler, RNG states and the data position, so the result is
+                bitwise equal to an uninterrupted run.
 
         Returns:
             The last logged metrics row (``step``, the objective's scalars, ``grad_norm``,
@@ -135,7 +144,7 @@ class Trainer:
         if resume is None:
             self._start_fresh()
         else:
-            self._restore(self._resolve_checkpoint(resume))
+            self._apply_checkpoint(*self._read_resume_checkpoint(resume))
         self.model.train()
         batches = self._micro_batches()
         elapsed_before, started = self.elapsed, time.perf_counter()
@@ -158,7 +167,7 @@ class Trainer:
             run_files.write_checkpoint(
                 path, self.model.state_dict(),
                 self.ema.state_dict() if self.ema else None, self._train_state(), rng_states)
-            run_files.prune_checkpoints(self.out_dir, self.config.keep_checkpoints)
+            run_files.prune_checkpoints(self.out_dir, self.config.keep_checkpoints, self.step)
             self.metrics.plot()
         self.accelerator.wait_for_everyone()
         return path
@@ -253,18 +262,50 @@ class Trainer:
         set_seed(self.config.seed, device_specific=True)  # process r uses seed + r
         self.metrics.reset()
 
-    def _resolve_checkpoint(self, resume: str | os.PathLike) -> Path:
-        if str(resume) != "latest":
-            return Path(resume)
+    def _read_resume_checkpoint(self, resume: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+        """The checkpoint ``fit(resume=...)`` continues from, read and checked (see
+        :meth:`_read_checkpoint`); nothing of this trainer is changed yet."""
+        if str(resume) == "latest":
+            return self._newest_usable_checkpoint()
+        path = Path(resume)
+        try:
+            return path, self._read_checkpoint(path)
+        except ValueError as e:  # the user chose this checkpoint: no fallback
+            raise ValueError(
+                f"cannot resume from {path}: {e}. Pass another checkpoint directory of "
+                f"{path.parent}, or resume='latest' to use the newest usable one."
+            ) from e
+
+    def _newest_usable_checkpoint(self) -> tuple[Path, dict[str, Any]]:
+        """Read the checkpoints newest first; warn about each unusable one that is skipped.
+
+        Every process reads the same files, so all of them skip the same checkpoints.
+        """
+        root = self.out_dir / "checkpoints"
         existing = run_files.list_checkpoints(self.out_dir)
         if not existing:
             raise FileNotFoundError(
-                f"resume='latest' but {self.out_dir / 'checkpoints'} holds no checkpoint; "
+                f"resume='latest' but {root} holds no checkpoint; "
                 "check TrainConfig.out_dir, or pass resume=None to start a fresh run."
             )
-        return existing[-1]
+        broken: list[tuple[Path, str]] = []
+        for path in reversed(existing):
+            try:
+                ckpt = self._read_checkpoint(path)
+            except UNUSABLE_CHECKPOINT as e:
+                broken.append((path, str(e).replace(f"{path}{os.sep}", "")))
+                continue
+            for bad, reason in broken:
+                warnings.warn(
+                    f"checkpoint {bad} is unusable ({reason}); resuming from the older "
+                    f"checkpoint {path.name} instead and training the steps after it again.",
+                    stacklevel=4)  # fit's caller
+            return path, ckpt
+        raise _no_usable_checkpoint(root, broken)
 
     def _train_state(self) -> dict[str, Any]:
+        """The contents of train_state.pt; resuming checks them against
+        ``run_files.TRAIN_STATE_SCHEMA``, so a new entry goes there too."""
         scaler = self.accelerator.scaler
         return {
             "step": self.step,
@@ -279,15 +320,44 @@ class Trainer:
             "config": asdict(self.config),
         }
 
-    def _restore(self, path: Path) -> None:
-        """Load every piece of state of the checkpoint at ``path`` into this trainer."""
+    def _read_checkpoint(self, path: Path) -> dict[str, Any]:
+        """Read the whole checkpoint at ``path`` and check that it fits this trainer, so that
+        :meth:`_apply_checkpoint` cannot fail half-way; nothing of this trainer is changed.
+
+        Raises:
+            FileNotFoundError, ValueError, UnsafeCheckpointError: the checkpoint cannot be
+                resumed from (:data:`UNUSABLE_CHECKPOINT`); the message names the file.
+        """
         ckpt = run_files.read_checkpoint(path, self.accelerator.process_index)
-        state = ckpt["train_state"]
-        if len(state["optimizers"]) != len(self.optimizers):
+        name = type(self.model).__name__
+        check_shapes(_shapes(self.model.state_dict()), _shapes(ckpt["model"]),
+                     f"{path / 'model.safetensors'} into {name}")
+        if self.ema is not None and ckpt["ema"] is not None:
+            check_shapes(_shapes(self.ema.state_dict()), _shapes(ckpt["ema"]),
+                         f"{path / 'ema.safetensors'} into the EMA of {name}")
+        self._check_train_state_fits(path / "train_state.pt", ckpt["train_state"])
+        return ckpt
+
+    def _check_train_state_fits(self, file: Path, state: dict[str, Any]) -> None:
+        """A ValueError unless a (well-formed) train state fits these optimizers and seed."""
+        saved = [[len(g["params"]) for g in sd["param_groups"]] for sd in state["optimizers"]]
+        ours = [[len(g["params"]) for g in opt.param_groups] for opt in self.optimizers]
+        if saved != ours or len(state["schedulers"]) != len(self.schedulers):
             raise ValueError(
-                f"{path} holds {len(state['optimizers'])} optimizer state(s) but this trainer "
-                f"has {len(self.optimizers)}; resume with the same optimizers."
+                f"{file} holds {len(saved)} optimizer state(s) with parameter groups of sizes "
+                f"{saved} (and {len(state['schedulers'])} LR schedule(s)) but this trainer's "
+                f"optimizers have {ours}; resume with the optimizers the run was started with"
             )
+        seed = state["sampler"]["seed"]
+        if seed != self.sampler.seed:
+            raise ValueError(
+                f"{file} was saved with seed={seed} but TrainConfig.seed={self.sampler.seed}; "
+                "resume with the run's seed to continue its data order"
+            )
+
+    def _apply_checkpoint(self, path: Path, ckpt: dict[str, Any]) -> None:
+        """Load every piece of state of a checkpoint read by :meth:`_read_checkpoint`."""
+        state = ckpt["train_state"]
         self.model.load_state_dict(ckpt["model"])
         if self.ema is not None and ckpt["ema"] is not None:
             self.ema.load_state_dict(ckpt["ema"])
@@ -361,6 +431,23 @@ def _make_accelerator(config: TrainConfig, several_optimizers: bool) -> Accelera
         # another mixed precision; a new Trainer (e.g. in a notebook or test) starts over.
         AcceleratorState._reset_state()
         return Accelerator(**kwargs)
+
+
+def _no_usable_checkpoint(root: Path, broken: list[tuple[Path, str]]) -> ValueError:
+    """The error of ``resume="latest"`` when every checkpoint (``(path, reason)``) is broken."""
+    listing = "; ".join(f"{path.name}: {textwrap.shorten(reason, 120, placeholder=' ...')}"
+                        for path, reason in broken)
+    return ValueError(
+        f"resume='latest' found no usable checkpoint in {root} ({listing}). To start the run "
+        f"over, delete {root} (or use a new out_dir) and start without resuming "
+        "(resume=None). To continue it, repair or restore the damaged files, or, if the "
+        "model, optimizers or seed changed since the run was saved, resume with the original "
+        "ones."
+    )
+
+
+def _shapes(state_dict: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state_dict.items()}
 
 
 def _checked_loss(out: Any) -> torch.Tensor:

@@ -51,6 +51,9 @@ class AutoencoderKLConfig:
 
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(self.block_out_channels)  # lists from JSON/CLI
+        if self.norm_num_groups < 1:
+            raise ValueError(f"AutoencoderKLConfig: norm_num_groups must be >= 1, got "
+                             f"{self.norm_num_groups}.")
         for channels in self.block_out_channels:
             if channels % self.norm_num_groups:
                 raise ValueError(
