@@ -238,6 +238,15 @@ def test_classify_skips_only_the_unreadable_file(bad, capsys):
     assert "top" in rows[0] and "error" in rows[1]
 
 
+def test_search_skips_unreadable_images_with_one_warning_line(bad, capsys):
+    assert cli.main(["search", str(bad), "a red circle", "--top-k", "2"]) == 0
+    out, err = capsys.readouterr()
+    warnings = [line for line in _error_lines(err) if " warning: " in line]
+    assert len(warnings) == 1 and "Traceback" not in err
+    assert all(name in warnings[0] for name in ("bomb.png", "junk.png", "cut.png"))
+    assert len(out.strip().splitlines()) == 2  # hits among the readable images
+
+
 # ----------------------------------------------------------------------------- the Python API
 
 def _request(**options):
