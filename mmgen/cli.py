@@ -14,6 +14,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mmgen.checkpoint import UnsafeCheckpointError
 
@@ -241,7 +242,8 @@ DEFAULT_T2I_MODEL = "shapes-t2i"
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    """Generate images from a prompt (or re-create one from a PNG's parameters)."""
+    """Generate images from a prompt, or of classes with a class-conditional DiT (--class);
+    or re-create one from a PNG's parameters."""
     from dataclasses import replace
 
     from mmgen.diffusion.metadata import GenerationRequest, read_params
@@ -259,19 +261,48 @@ def cmd_generate(args: argparse.Namespace) -> int:
     else:
         request = GenerationRequest(**{"prompt": None, **given})
     request = replace(request, num_images=args.num_images)
-    if request.prompt is None or not request.prompt.strip():
+    classes = _is_class_model(model)
+    if classes:
+        request = replace(request, prompt=_class_prompts(args, request.prompt, model))
+    elif args.classes or args.vae:
+        raise CLIError(f"--class and --vae go with a class-conditional DiT; "
+                       f"{model or DEFAULT_T2I_MODEL} is a text-to-image model: give a PROMPT")
+    elif request.prompt is None or not request.prompt.strip():
         raise CLIError("give a non-empty PROMPT (or --from-image PNG)")
     request.check_limits()  # sizes, steps, counts, seeds: before anything is loaded
-    out = OutputTarget.parse(args.out, request.prompt, args.num_images, args.overwrite)
+    prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
+    out = OutputTarget.parse(args.out, " ".join(prompts), len(prompts) * args.num_images,
+                             args.overwrite)
     from mmgen.diffusion.pipeline import TextToImagePipeline  # late: argument errors stay instant
-    from mmgen.hub import load
+    from mmgen.hub import load, load_class_pipeline
 
-    pipe = load(model or DEFAULT_T2I_MODEL, kind=TextToImagePipeline, dtype=args.dtype)
+    pipe = load_class_pipeline(model, args.vae, dtype=args.dtype) if classes else \
+        load(model or DEFAULT_T2I_MODEL, kind=TextToImagePipeline, dtype=args.dtype)
     images = pipe.generate(request)
     paths, grid = out.write(images)
     records = [{"path": str(path), **json.loads(image.info["mmgen"])}
                for path, image in zip(paths, images, strict=True)]
     return _print_outputs(records, grid, args.json)
+
+
+def _is_class_model(model: str | None) -> bool:
+    """Whether ``model`` is a class-conditional DiT or DiT pipeline (from its saved class)."""
+    if model is None:
+        return False
+    from mmgen.dit import ClassConditionalPipeline, DiT
+    from mmgen.hub import saved_class
+
+    return issubclass(saved_class(model), (DiT, ClassConditionalPipeline))
+
+
+def _class_prompts(args: argparse.Namespace, prompt: Any, model: str) -> Any:
+    """A class-conditional model's prompts: the --class values (or a --from-image PNG's)."""
+    if args.prompt is not None or args.negative_prompt is not None:
+        raise CLIError(f"{model} is class-conditional: give --class N (a class number or "
+                       "name), not a prompt")
+    if not args.classes and not args.from_image:
+        raise CLIError(f"{model} is class-conditional: say which class with --class N")
+    return args.classes or prompt
 
 
 def _print_outputs(records: list[dict], grid: Path | None, as_json: bool) -> int:
@@ -330,11 +361,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_train_seed, help="0 to 2**32-1 (default: the recipe's)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("generate", help="text-to-image: write PNGs with their parameters")
+    p = sub.add_parser("generate", help="text- or class-to-image: write PNGs with their "
+                                        "parameters")
     p.add_argument("prompt", nargs="?", help="what to draw")
+    p.add_argument("--class", dest="classes", action="append", metavar="CLASS",
+                   help="with a class-conditional DiT: a class number or name (repeat for "
+                        "several). DiT defaults: DDIM, 50 steps, guidance 4.0 (diffusers' DiT "
+                        "example; the paper used 250 DDPM steps), 256 px for XL/2-256 + SD VAE")
+    p.add_argument("--vae", help="with a bare DiT (official .pt, diffusers or mmgen folder): "
+                                 "the AutoencoderKL folder (diffusers or mmgen) to decode with")
     p.add_argument("--negative-prompt", help="what to steer away from")
     p.add_argument("--model", help=f"bundled name, pipeline / Stable Diffusion folder, or "
-                                    f"single file (default {DEFAULT_T2I_MODEL})")
+                                    f"single file, or a DiT (default {DEFAULT_T2I_MODEL})")
     p.add_argument("--sampler", help="ddim, dpm++2m, euler, euler_a or ddpm (default: the "
                                      "model's)")
     p.add_argument("--steps", type=_positive_int, help="sampler steps (default: the model's)")

@@ -8,7 +8,10 @@ dispatches on what it finds:
 * an mmgen pipeline folder (``pipeline.json``) -> the :class:`~mmgen.pipeline.Pipeline`
   subclass it names (text-to-image, and every future kind, each as itself);
 * a Stable Diffusion folder in diffusers' layout (``model_index.json``), or an original
-  Stable Diffusion single file -> a text-to-image pipeline, through :mod:`mmgen.interop`.
+  Stable Diffusion single file -> a text-to-image pipeline, through :mod:`mmgen.interop`;
+* an official DiT checkpoint (``.pt`` / ``.pth``, or ``.safetensors`` with DiT's keys) or a
+  diffusers component folder (``config.json`` with ``_class_name``: a DiT, U-Net or VAE) ->
+  that model, through :mod:`mmgen.interop`.
 
 Names are looked up in the user's model directory (where ``mmgen train --recipe NAME
 --install`` puts its result; :func:`user_model_dir`), then in the weights bundled with the
@@ -21,6 +24,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from mmgen.checkpoint import read_json, safetensors_shapes
 from mmgen.pipeline import PIPELINE_CONFIG, Pipeline
 from mmgen.registry import (
     CONFIG_NAME,
@@ -83,8 +89,9 @@ def load(name_or_path: str | os.PathLike, kind: type | None = None, **kwargs: An
         name_or_path: an installed or bundled name (``"mnist-lenet5"``, ``"shapes-t2i"``), a
             folder saved by mmgen (a model's ``config.json`` or a pipeline's
             ``pipeline.json``), a Stable Diffusion folder in diffusers' layout
-            (``model_index.json``), or an original Stable Diffusion single file
-            (``.safetensors`` / ``.ckpt``).
+            (``model_index.json``), an original Stable Diffusion single file
+            (``.safetensors`` / ``.ckpt``), an official DiT checkpoint (``.pt``), or a
+            diffusers component folder (DiT, U-Net or VAE, as an fp32 mmgen model).
         kind: the class the result must be (or subclass), e.g. ``TextToImagePipeline`` or
             ``CLIP``; checked from the saved class name before anything is loaded, a
             ``ValueError`` naming both classes otherwise.
@@ -100,24 +107,66 @@ def load(name_or_path: str | os.PathLike, kind: type | None = None, **kwargs: An
                              f"({found.__module__}), not a {kind.__name__}; pick a model of "
                              "that kind (mmgen models --pretrained lists the installed ones)")
     path = Path(name_or_path)
-    if path.is_file():
+    if path.is_file() and not _is_dit_file(path):
         return load_sd_single_file(path, **kwargs)
-    directory = model_dir(name_or_path)
-    if (directory / PIPELINE_CONFIG).is_file():
+    directory = None if path.is_file() else model_dir(name_or_path)
+    if directory is not None and (directory / PIPELINE_CONFIG).is_file():
         return Pipeline.from_pretrained(directory, **kwargs)
-    if (directory / "model_index.json").is_file():
+    if directory is not None and (directory / "model_index.json").is_file():
         return load_sd_folder(directory, **kwargs)
     if kwargs:
         raise TypeError(f"unexpected argument(s) {sorted(kwargs)} for a single model")
+    if directory is None:
+        from mmgen.interop.dit import load_dit_checkpoint
+
+        return load_dit_checkpoint(path)
+    if _diffusers_class(directory):
+        from mmgen.interop.diffusers import from_diffusers
+
+        return from_diffusers(directory, dtype=torch.float32)
     return PretrainedModel.from_pretrained(directory)
+
+
+def load_class_pipeline(model: str | os.PathLike, vae: str | os.PathLike | None = None,
+                        **kwargs: Any) -> Pipeline:
+    """A class-conditional pipeline: a saved one (``vae`` None), or one made of a DiT (an
+    official checkpoint, a diffusers or mmgen DiT folder) and the AutoencoderKL folder
+    ``vae`` (diffusers or mmgen), with :func:`mmgen.dit.pipeline.default_config`.
+
+    Args:
+        model: the pipeline, or the DiT.
+        vae: the VAE folder, for a DiT.
+        kwargs: e.g. ``device`` and ``dtype``.
+    """
+    from mmgen.dit.pipeline import ClassConditionalPipeline, default_config
+    from mmgen.vae import AutoencoderKL
+
+    if issubclass(saved_class(model), ClassConditionalPipeline):
+        if vae is not None:
+            raise ValueError(f"{model} is a pipeline with its own VAE; give no VAE")
+        return load(model, **kwargs)
+    if vae is None:
+        raise ValueError(f"{model} is a bare DiT, which makes latents: give a VAE folder to "
+                         "decode them (--vae: a diffusers or mmgen AutoencoderKL, e.g. "
+                         "stabilityai/sd-vae-ft-ema)")
+    from mmgen.dit import DiT
+
+    dit, decoder = load(model, kind=DiT), load(vae, kind=AutoencoderKL)
+    config = default_config(dit, decoder, name=Path(model).stem)
+    return ClassConditionalPipeline(dit, decoder, config, **kwargs)
 
 
 def saved_class(name_or_path: str | os.PathLike) -> type:
     """The class :func:`load` would return for ``name_or_path``, read from the saved class
-    name (nothing is loaded): a model class, a pipeline class, or the text-to-image pipeline
-    for Stable Diffusion folders and files."""
+    name (nothing is loaded): a model class, a pipeline class, the text-to-image pipeline
+    for Stable Diffusion folders and files, the mmgen class of a diffusers component folder,
+    or :class:`~mmgen.dit.DiT` for an official DiT checkpoint."""
     path = Path(name_or_path)
     directory = None if path.is_file() else model_dir(name_or_path)
+    foreign = _diffusers_class(directory) if directory is not None else \
+        "DiTTransformer2DModel" if _is_dit_file(path) else None
+    if foreign is not None:
+        return _mmgen_class(foreign, directory or path)
     if directory is not None and (directory / PIPELINE_CONFIG).is_file():
         meta = read_folder_meta(directory, PIPELINE_CONFIG, "an mmgen pipeline folder")
         return resolve_class(meta["class"], Pipeline, directory / PIPELINE_CONFIG)
@@ -130,3 +179,36 @@ def saved_class(name_or_path: str | os.PathLike) -> type:
     from mmgen.diffusion.pipeline import TextToImagePipeline
 
     return TextToImagePipeline
+
+
+def _is_dit_file(path: Path) -> bool:
+    """Whether the file ``path`` is an official DiT checkpoint: a ``.pt`` / ``.pth`` (Stable
+    Diffusion single files are ``.ckpt`` / ``.safetensors``) or a ``.safetensors`` holding
+    DiT's patch embedding (read from its header)."""
+    if path.suffix in (".pt", ".pth"):
+        return True
+    return path.suffix == ".safetensors" and "x_embedder.proj.weight" in safetensors_shapes(path)
+
+
+def _diffusers_class(directory: Path) -> str | None:
+    """The ``_class_name`` of a diffusers component folder (a ``config.json`` that is not an
+    mmgen model's), else None."""
+    if not (directory / CONFIG_NAME).is_file() or (directory / PIPELINE_CONFIG).is_file():
+        return None
+    meta = read_json(directory / CONFIG_NAME)
+    name = meta.get("_class_name") if isinstance(meta, dict) and "class" not in meta else None
+    return name if isinstance(name, str) else None
+
+
+def _mmgen_class(diffusers_class: str, source: Path) -> type:
+    """The mmgen class :func:`load` makes of a diffusers class (or an official DiT file)."""
+    from mmgen.diffusion.unet import UNet
+    from mmgen.dit import DiT
+    from mmgen.vae import AutoencoderKL
+
+    classes = {"UNet2DConditionModel": UNet, "AutoencoderKL": AutoencoderKL,
+               "DiTTransformer2DModel": DiT, "Transformer2DModel": DiT}
+    if diffusers_class not in classes:
+        raise ValueError(f"{source} holds a diffusers {diffusers_class}, which mmgen does not "
+                         f"convert (it converts {', '.join(classes)})")
+    return classes[diffusers_class]

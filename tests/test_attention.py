@@ -18,13 +18,7 @@ attention_module = importlib.import_module("mmgen.nn.attention")
 FAST_BACKENDS = [name for name in available_attention_backends() if name != "math"]
 
 
-@pytest.fixture(autouse=True)
-def clean_backend_state(monkeypatch):
-    """Each test starts with no global backend and no MMGEN_ATTENTION variable."""
-    monkeypatch.delenv("MMGEN_ATTENTION", raising=False)
-    set_attention_backend(None)
-    yield
-    set_attention_backend(None)
+pytestmark = pytest.mark.usefixtures("clean_attention_backend")
 
 
 def qkv(batch=2, heads=3, lq=37, lk=53, dim=16, seed=0):

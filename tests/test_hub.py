@@ -92,7 +92,7 @@ def test_train_list_shows_only_recipes_with_targets(capsys):
     assert cli.main(["train", "--list"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert names == ["mnist-lenet5", "mnist-resnet18", "shapes-classifier", "shapes-clip",
-                     "shapes-clip-joint", "shapes-t2i", "shapes-vae"]
+                     "shapes-clip-joint", "shapes-dit", "shapes-t2i", "shapes-vae"]
 
 
 def test_with_steps_keeps_the_run_shape():

@@ -100,7 +100,7 @@ def toy_runs(tmp_path_factory):
     clip.save_pretrained(root / "clip")
     t2i = get_recipe("shapes-t2i")
     t2i = replace(t2i, vae=str(root / "vae" / "model"), clip=str(root / "clip"),
-                  unet={**t2i.unet, "block_out_channels": (32, 32, 32), "heads": (1, 1, 1),
+                  network={**t2i.network, "block_out_channels": (32, 32, 32), "heads": (1, 1, 1),
                         "norm_num_groups": 8},
                   train=replace(t2i.train, steps=2, ckpt_every=0, log_every=1,
                                 warmup_steps=0), eval_prompts=4)

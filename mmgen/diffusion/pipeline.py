@@ -27,24 +27,17 @@ NaN/Inf never become an image: latents and pixels are checked, and a NaN/Inf rai
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from mmgen.clip.tokenizer import PAD_TOKEN_ID, CLIPTokenizer
 from mmgen.device import (
     autocast,
-    native_cpu_convolutions,
-    prefers_channels_last,
-    resolve_device,
-    resolve_dtype,
 )
 from mmgen.diffusion.denoise import (
     GenerationCancelled,
@@ -56,11 +49,11 @@ from mmgen.diffusion.denoise import (
     skipped_steps,
 )
 from mmgen.diffusion.guidance import GuidedDenoiser
+from mmgen.diffusion.latent import LatentDiffusionPipeline
 from mmgen.diffusion.metadata import GenerationParams, GenerationRequest, attach
 from mmgen.diffusion.samplers import SAMPLERS, Sampler, create_sampler
 from mmgen.diffusion.schedule import NoiseSchedule
 from mmgen.limits import MAX_BATCH_PIXELS
-from mmgen.pipeline import Pipeline
 
 __all__ = ["GenerationCancelled", "NonFiniteError", "PipelineConfig", "TextToImagePipeline",
            "network_batch_size", "to_latent_mask", "to_pixels"]
@@ -79,7 +72,7 @@ class PipelineConfig:
     set_alpha_to_one: bool = True  # DDIM's last step: to a clean image (False in SD's configs)
 
 
-class TextToImagePipeline(Pipeline):
+class TextToImagePipeline(LatentDiffusionPipeline):
     """Text encoder + U-Net + VAE of a latent diffusion model (see the module docstring).
 
     Args:
@@ -102,6 +95,7 @@ class TextToImagePipeline(Pipeline):
     """
 
     components = ("unet", "vae", "text_encoder")
+    denoiser_name = "unet"  # a U-Net, or a text-conditioned DiT
     config_class = PipelineConfig
 
     def __init__(self, unet: torch.nn.Module, vae: torch.nn.Module,
@@ -113,43 +107,12 @@ class TextToImagePipeline(Pipeline):
         self.tokenizer = CLIPTokenizer(text_encoder.text_config.context_length,
                                        pad_token_id=config.pad_token_id)
         if text_encoder.context_dim != unet.config.cross_attention_dim:
-            raise ValueError(f"the U-Net cross-attends to {unet.config.cross_attention_dim} "
-                             f"channels but the text encoder's context has "
-                             f"{text_encoder.context_dim}; give the text encoder the U-Net "
-                             "was trained with")
+            raise ValueError(f"the {type(unet).__name__} takes text states of "
+                             f"{unet.config.cross_attention_dim} channels but the text "
+                             f"encoder's context has {text_encoder.context_dim}; give the text "
+                             f"encoder the {type(unet).__name__} was trained with")
         self._hash: str | None = None
         self.to(device, dtype)
-
-    # ------------------------------------------------------------------ setup
-
-    def to(self, device: str | torch.device = "cpu",
-           dtype: str | torch.dtype = "fp32") -> TextToImagePipeline:
-        """Move the networks to ``device`` and set the compute precision (weights stay fp32;
-        reduced precision runs through autocast)."""
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        fmt = torch.channels_last if prefers_channels_last(self.device) else torch.contiguous_format
-        for net in (self.unet, self.vae):
-            net.to(self.device, memory_format=fmt).eval()
-        self.text_encoder.to(self.device).eval()
-        return self
-
-    @property
-    def latent_factor(self) -> int:
-        return int(self.vae.latent_factor)
-
-    @property
-    def model_hash(self) -> str:
-        """First 10 hex digits of the SHA-256 of the U-Net's weights (sorted names + bytes)."""
-        if self._hash is None:
-            h = hashlib.sha256()
-            for name, tensor in sorted(self.unet.state_dict().items()):
-                h.update(name.encode())
-                flat = tensor.detach().cpu().contiguous(memory_format=torch.contiguous_format)
-                flat = flat.reshape(-1)  # (numel,)
-                h.update(flat.view(torch.uint8).numpy().tobytes())
-            self._hash = h.hexdigest()[:10]
-        return self._hash
 
     # ------------------------------------------------------------------ public calls
 
@@ -224,13 +187,7 @@ class TextToImagePipeline(Pipeline):
             latent_mask = to_latent_mask(mask, (req.height, req.width), self.latent_factor)
         images: list[Image.Image] = []
         skipped = skipped_steps(req.steps, req.strength, image is not None)
-        bar = tqdm(total=len(prompts) * req.steps, desc="generate", disable=not progress,
-                   unit="step", leave=False)
-
-        def on_step(i: int, t: int, x: torch.Tensor) -> Any:
-            bar.update(1)
-            return None if callback is None else callback(i, t, x)
-
+        bar, on_step = self._progress(len(prompts) * req.steps, progress, callback)
         with bar, self._kernels():
             for lo in range(0, len(prompts), batch):
                 sl = slice(lo, lo + batch)
@@ -257,7 +214,7 @@ class TextToImagePipeline(Pipeline):
         uncond = self.encode_prompt(negatives) if req.guidance != 1.0 else None
 
         def guided(dtype: torch.dtype) -> GuidedDenoiser:  # the U-Net computing in dtype
-            unet = functools.partial(self._unet_call, dtype=dtype)
+            unet = functools.partial(self._denoiser_call, dtype=dtype)
             return GuidedDenoiser(unet, context, uncond, req.guidance, req.guidance_rescale)
 
         fallback = None if self.dtype == torch.float32 else guided(torch.float32)
@@ -268,18 +225,6 @@ class TextToImagePipeline(Pipeline):
         except NonFiniteError as e:
             raise NonFiniteError(f"{e}; this request's guidance scale is {req.guidance:g}"
                                  ) from None
-
-    def _kernels(self) -> contextlib.AbstractContextManager:
-        """Batch-invariant convolution kernels on the CPU (see ``batch_invariant``)."""
-        if self.batch_invariant and self.device.type == "cpu":
-            return native_cpu_convolutions()
-        return contextlib.nullcontext()
-
-    def _unet_call(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
-                   dtype: torch.dtype) -> torch.Tensor:
-        """The U-Net's prediction (B, C, h, w) in fp32, computed in ``dtype`` (autocast)."""
-        with autocast(self.device, dtype):
-            return self.unet(x, t, context).float()
 
     def make_sampler(self, name: str) -> Sampler:
         """A fresh sampler ``name`` on this model's noise schedule."""
@@ -304,24 +249,6 @@ class TextToImagePipeline(Pipeline):
                                  "VAE's weights may hold NaN/Inf (a damaged or badly converted "
                                  "checkpoint)")
         return (mean - vc.shift_factor) * vc.scaling_factor
-
-    @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor) -> list[Image.Image]:
-        """Scaled latents (N, C, h, w) -> PIL images; a ``NonFiniteError`` if the latents or
-        the decoded pixels hold NaN/Inf (never a black image)."""
-        vc = self.vae.config
-        if not is_finite(latents):
-            raise NonFiniteError("decode_latents got latents holding NaN/Inf; pass the finite "
-                                 "latents of a sampling run")
-        with autocast(self.device, self.dtype):
-            pixels = self.vae.decode(latents / vc.scaling_factor + vc.shift_factor).float()
-        if not is_finite(pixels):
-            raise NonFiniteError("decoding the latents produced NaN/Inf pixels; the VAE's "
-                                 "weights may hold NaN/Inf (a damaged or badly converted "
-                                 "checkpoint)")
-        arr = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (N, 3, H, W)
-        return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy()) for a in arr]
-
 
 def network_batch_size(request: GenerationRequest, count: int) -> int:
     """Images per network batch for ``count`` images of a resolved ``request``.

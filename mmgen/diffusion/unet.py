@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from mmgen.nn import Downsample, ResBlock, TimestepEmbedding, TransformerBlock, Upsample
-from mmgen.nn.embeddings import timestep_embedding
+from mmgen.nn.embeddings import batch_timesteps, timestep_embedding
 from mmgen.registry import PretrainedModel, register_model
 
 
@@ -305,7 +305,7 @@ class UNet(PretrainedModel):
         """
         self._check_inputs(x, context)
         context = context.expand(x.shape[0], -1, -1)  # (B, L, D); one context may serve all
-        t = self._timesteps(t, x)  # (B,)
+        t = batch_timesteps(t, x, "UNet")  # (B,)
         emb = timestep_embedding(t, self.config.block_out_channels[0],
                                  flip_sin_to_cos=self.config.flip_sin_to_cos,
                                  downscale_freq_shift=self.config.freq_shift)  # (B, C_0) fp32
@@ -341,17 +341,6 @@ class UNet(PretrainedModel):
                 f"UNet expects context of shape (B or 1, L, {cfg.cross_attention_dim}) "
                 f"(cross_attention_dim) with B = {x.shape[0]}, got {tuple(context.shape)}. "
                 "Check the text encoder matches the U-Net (SD 1.x: 768, SD 2.x: 1024).")
-
-    @staticmethod
-    def _timesteps(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
-        """Any accepted form of t -> (B,) tensor on x's device."""
-        t = torch.as_tensor(t, device=x.device)
-        if t.ndim == 0:
-            t = t[None]
-        if t.ndim != 1 or t.shape[0] not in (1, x.shape[0]):
-            raise ValueError(f"UNet: t must be a number or a tensor of shape (), (1,) or "
-                             f"(B,) = ({x.shape[0]},); got shape {tuple(t.shape)}.")
-        return t.expand(x.shape[0])
 
 
 # ----------------------------------------------------------------------------- presets

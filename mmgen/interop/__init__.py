@@ -14,6 +14,8 @@ _LAZY = {"from_torchvision": "mmgen.interop.torchvision",
          "from_open_clip": "mmgen.interop.open_clip",
          "from_transformers": "mmgen.interop.transformers_clip",
          "from_diffusers": "mmgen.interop.diffusers",
+         "dit_from_diffusers": "mmgen.interop.dit",
+         "load_dit_checkpoint": "mmgen.interop.dit",
          "sampler_from_diffusers": "mmgen.interop.diffusers_schedulers",
          "load_sd_folder": "mmgen.interop.stable_diffusion",
          "load_sd_single_file": "mmgen.interop.stable_diffusion",
@@ -31,7 +33,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'mmgen.interop' has no attribute {name!r}")
 
 
-__all__ = ["KeyMapError", "convert_state_dict", "from_diffusers", "from_open_clip",
-           "from_torchvision", "from_transformers", "load_converted", "load_sd_folder",
+__all__ = ["KeyMapError", "convert_state_dict", "dit_from_diffusers", "from_diffusers",
+           "from_open_clip", "from_torchvision", "from_transformers", "load_converted",
+           "load_dit_checkpoint", "load_sd_folder",
            "load_sd_single_file", "read_sd_folder", "read_sd_single_file", "regex_rename",
            "sampler_from_diffusers", "sd_pipeline", "write_sd_single_file"]

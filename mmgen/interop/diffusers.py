@@ -1,5 +1,6 @@
 """diffusers ``UNet2DConditionModel`` / ``AutoencoderKL`` -> :class:`mmgen.diffusion.unet.UNet`
-/ :class:`mmgen.vae.AutoencoderKL`, and schedulers -> mmgen samplers.
+/ :class:`mmgen.vae.AutoencoderKL`, and schedulers -> mmgen samplers; ``DiTTransformer2DModel``
+-> :class:`mmgen.dit.DiT` through :mod:`mmgen.interop.dit`.
 
 mmgen's U-Net and VAE keep diffusers' parameter names, so weights load as they are (only the
 VAE attention names of diffusers < 0.14 are renamed); every key and shape is checked by
@@ -27,6 +28,7 @@ from mmgen.checkpoint import load_state_dict, read_json
 from mmgen.diffusion.unet import PRESETS as UNET_PRESETS
 from mmgen.diffusion.unet import UNet, UNetConfig
 from mmgen.interop.convert import convert_state_dict, regex_rename
+from mmgen.interop.dit import DIT_CLASSES, dit_from_diffusers_state_dict
 from mmgen.vae.autoencoder_kl import PRESETS as VAE_PRESETS
 from mmgen.vae.autoencoder_kl import AutoencoderKL, AutoencoderKLConfig
 
@@ -99,15 +101,17 @@ def from_diffusers(obj: Any, *, dtype: torch.dtype | None = None) -> Any:
     """The mmgen equivalent of a diffusers component, with its weights, in eval mode.
 
     Args:
-        obj: an in-memory ``UNet2DConditionModel`` or ``AutoencoderKL``; a component folder
-            in diffusers' layout (``config.json`` + ``diffusion_pytorch_model.safetensors``
-            or ``.bin``, read without importing diffusers); or a scheduler / scheduler folder
+        obj: an in-memory ``UNet2DConditionModel``, ``AutoencoderKL`` or
+            ``DiTTransformer2DModel``; a component folder in diffusers' layout
+            (``config.json`` + ``diffusion_pytorch_model.safetensors`` or ``.bin``, read
+            without importing diffusers); or a scheduler / scheduler folder
             (``scheduler_config.json``), which becomes an mmgen sampler through
             :func:`mmgen.interop.diffusers_schedulers.sampler_from_diffusers`.
         dtype: dtype of the returned model; None keeps the dtype of the source weights.
 
     Returns:
-        :class:`mmgen.diffusion.unet.UNet`, :class:`mmgen.vae.AutoencoderKL`, or a sampler.
+        :class:`mmgen.diffusion.unet.UNet`, :class:`mmgen.vae.AutoencoderKL`,
+        :class:`mmgen.dit.DiT` (see :func:`mmgen.interop.dit.dit_from_diffusers`), or a sampler.
         An in-memory model's weights are copied (on its device); the source is untouched.
 
     Raises:
@@ -121,7 +125,7 @@ def from_diffusers(obj: Any, *, dtype: torch.dtype | None = None) -> Any:
         from mmgen.interop.diffusers_schedulers import sampler_from_diffusers
 
         return sampler_from_diffusers(obj)
-    for cls in (UNET_CLASS, VAE_CLASS):
+    for cls in (UNET_CLASS, VAE_CLASS, *DIT_CLASSES):
         if cls in names:
             config = {**dict(obj.config), "_class_name": cls}
             source_dtype = next((p.dtype for p in obj.parameters()), torch.float32)
@@ -129,15 +133,15 @@ def from_diffusers(obj: Any, *, dtype: torch.dtype | None = None) -> Any:
                      for k, v in obj.state_dict().items()}
             return _build(state, config, dtype or source_dtype)
     raise TypeError(
-        f"from_diffusers takes a diffusers {UNET_CLASS}, {VAE_CLASS} or scheduler, or the "
-        f"path of such a component folder; got {type(obj).__name__}.")
+        f"from_diffusers takes a diffusers {UNET_CLASS}, {VAE_CLASS}, {DIT_CLASSES[0]} or "
+        f"scheduler, or the path of such a component folder; got {type(obj).__name__}.")
 
 
 def from_diffusers_state_dict(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], *,
-                              dtype: torch.dtype | None = None) -> UNet | AutoencoderKL:
-    """An mmgen U-Net or VAE from a diffusers-named state dict and its diffusers config dict
-    (``config["_class_name"]`` says which); see :func:`from_diffusers`. The model takes the
-    given tensors themselves (no copy) unless ``dtype`` asks for a conversion."""
+                              dtype: torch.dtype | None = None) -> UNet | AutoencoderKL | Any:
+    """An mmgen U-Net, VAE or DiT from a diffusers-named state dict and its diffusers config
+    dict (``config["_class_name"]`` says which); see :func:`from_diffusers`. The model takes
+    the given tensors themselves (no copy) unless ``dtype`` asks for a conversion."""
     return _build(dict(state), dict(config), dtype)
 
 
@@ -290,10 +294,12 @@ def _from_folder(path: Path, dtype: torch.dtype | None) -> Any:
 
 
 def _build(state: dict[str, torch.Tensor], config: dict[str, Any],
-           dtype: torch.dtype | None) -> UNet | AutoencoderKL:
+           dtype: torch.dtype | None) -> UNet | AutoencoderKL | Any:
     """Model of the config's class, built without allocating random weights, then given the
     (checked) state dict's tensors."""
     cls_name = config.get("_class_name")
+    if cls_name in DIT_CLASSES:
+        return dit_from_diffusers_state_dict(state, config, dtype=dtype)
     if cls_name == UNET_CLASS:
         model_cls, presets, family = UNet, UNET_PRESETS, "unet"
         mm_config: UNetConfig | AutoencoderKLConfig = unet_config_from_diffusers(config)
@@ -306,7 +312,7 @@ def _build(state: dict[str, torch.Tensor], config: dict[str, Any],
                  for k, v in state.items()}
     else:
         raise ValueError(f"cannot convert diffusers class {cls_name!r}; supported: "
-                         f"{UNET_CLASS}, {VAE_CLASS} and schedulers")
+                         f"{UNET_CLASS}, {VAE_CLASS}, {DIT_CLASSES[0]} and schedulers")
     with torch.device("meta"):
         model = model_cls(mm_config)
     state = convert_state_dict(state, model)  # every key and shape checked

@@ -12,6 +12,7 @@ from mmgen.metrics.clip_score import (
 )
 from mmgen.metrics.features import check_images, extract_features, iter_image_batches
 from mmgen.metrics.fid import compute_fid, fid
+from mmgen.metrics.flops import FlopCount, count_flops
 from mmgen.metrics.frechet import feature_statistics, frechet_distance
 from mmgen.metrics.inception import InceptionExtractor
 from mmgen.metrics.inception_score import compute_inception_score, inception_score
@@ -28,6 +29,7 @@ __all__ = [
     "shapes_adherence",
     "shapes_fid",
     "CLIPModel",
+    "FlopCount",
     "InceptionExtractor",
     "MetricResult",
     "ReferenceStats",
@@ -37,6 +39,7 @@ __all__ = [
     "clip_score_from_embeddings",
     "compute_fid",
     "compute_inception_score",
+    "count_flops",
     "default_cache_dir",
     "extract_features",
     "feature_statistics",

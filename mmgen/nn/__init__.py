@@ -7,12 +7,20 @@ from mmgen.nn.attention import (
     get_attention_backend,
     set_attention_backend,
 )
-from mmgen.nn.embeddings import PatchEmbed, TimestepEmbedding, timestep_embedding
+from mmgen.nn.embeddings import (
+    PatchEmbed,
+    TimestepEmbedding,
+    batch_timesteps,
+    sincos_2d,
+    timestep_embedding,
+)
 from mmgen.nn.resnet import Downsample, ResBlock, Upsample
 from mmgen.nn.transformer import (
     GEGLU,
+    MLP,
     Attention,
     FeedForward,
+    FusedSelfAttention,
     LinearActivation,
     QuickGELU,
     TransformerBlock,
@@ -25,7 +33,9 @@ __all__ = [
     "Attention",
     "Downsample",
     "FeedForward",
+    "FusedSelfAttention",
     "LinearActivation",
+    "MLP",
     "PatchEmbed",
     "QuickGELU",
     "ResBlock",
@@ -33,9 +43,11 @@ __all__ = [
     "TransformerBlock",
     "Upsample",
     "attention",
+    "batch_timesteps",
     "available_attention_backends",
     "get_attention_backend",
     "modulate",
     "set_attention_backend",
+    "sincos_2d",
     "timestep_embedding",
 ]

@@ -62,6 +62,36 @@ def timestep_embedding(
     return emb
 
 
+def batch_timesteps(t: torch.Tensor | float, x: torch.Tensor, model: str) -> torch.Tensor:
+    """Timesteps given as a number or a (), (1,) or (B,) tensor -> a (B,) tensor on x's
+    device (B = ``x.shape[0]``); ``model`` names the caller in the error."""
+    t = torch.as_tensor(t, device=x.device)
+    if t.ndim == 0:
+        t = t[None]
+    if t.ndim != 1 or t.shape[0] not in (1, x.shape[0]):
+        raise ValueError(f"{model}: t must be a number or a tensor of shape (), (1,) or "
+                         f"(B,) = ({x.shape[0]},); got shape {tuple(t.shape)}.")
+    return t.expand(x.shape[0])
+
+
+def sincos_2d(dim: int, height: int, width: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position table of a (height x width) token grid in row-major
+    order, (height * width, dim): the first half of the channels encodes the column, the
+    second the row (MAE's and DiT's order), each as [sin, cos] of the position times
+    1 / 10000^(i / (dim / 4)). Computed in float64, as they do with numpy; float32 out."""
+    if dim % 4:
+        raise ValueError(f"sincos_2d: dim must be a multiple of 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))  # (D/4,)
+    rows, cols = torch.meshgrid(torch.arange(height, dtype=torch.float64),
+                                torch.arange(width, dtype=torch.float64), indexing="ij")
+
+    def encode(pos: torch.Tensor) -> torch.Tensor:  # (N,) -> (N, D/2) = [sin, cos]
+        angles = pos.reshape(-1, 1) * omega[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([encode(cols), encode(rows)], dim=1).float()  # (H*W, D)
+
+
 class TimestepEmbedding(nn.Module):
     """MLP applied to the sinusoidal timestep embedding: linear_1 -> SiLU -> linear_2.
 

@@ -74,6 +74,51 @@ class Attention(nn.Module):
         return self.to_out(out)  # (B, N, dim)
 
 
+class FusedSelfAttention(nn.Module):
+    """Multi-head self-attention with one fused ``qkv`` projection and an output ``proj``:
+    timm's layout, used by the original DiT and ViT checkpoints.
+
+    Args:
+        dim: channels of the tokens; split into ``heads`` heads.
+        heads: number of attention heads.
+        qkv_bias: whether ``qkv`` has a bias.
+    """
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"FusedSelfAttention: dim {dim} is not divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        qkv = self.qkv(x).view(b, n, 3, self.heads, d // self.heads)  # (B, N, 3, h, d/h)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, h, N, d/h)
+        out = attention(q, k, v)  # (B, h, N, d/h)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))  # (B, N, D)
+
+
+class MLP(nn.Module):
+    """Two-layer perceptron ``fc2(act(fc1(x)))``: timm's ``Mlp`` layout (DiT, ViT).
+
+    Args:
+        dim: input and output channels.
+        hidden: hidden channels.
+        act: the activation module.
+    """
+
+    def __init__(self, dim: int, hidden: int, act: nn.Module):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = act
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))  # (..., dim) -> (..., dim)
+
+
 class GEGLU(nn.Module):
     """Gated GELU projection (Shazeer 2020, "GLU Variants Improve Transformer"):
     value * gelu(gate), with value and gate the two halves of one linear layer."""
