@@ -58,7 +58,7 @@ def test_pipeline_refuses_a_context_the_unet_was_not_built_for():
     text = clip.text_model(context="last+input")  # 2 x 128 channels
     unet = mmgen.create_model("unet/tiny", cross_attention_dim=128)
     vae = mmgen.create_model("vae/tiny")
-    with pytest.raises(ValueError, match="cross-attends to 128 channels but the text "
+    with pytest.raises(ValueError, match="takes text states of 128 channels but the text "
                                          "encoder's context has 256"):
         TextToImagePipeline(unet, vae, text, PipelineConfig())
 

@@ -58,6 +58,17 @@ class DiTConfig:
     pooled_text: bool = False  # text: add the mean-pooled tokens to the adaLN condition c
 
     def __post_init__(self) -> None:
+        for name in ("input_size", "patch_size", "in_channels", "hidden_size", "depth",
+                     "num_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DiTConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_classes", "cross_attention_dim"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"DiTConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.class_dropout_prob < 1 or not self.mlp_ratio > 0:
+            raise ValueError(f"DiTConfig.class_dropout_prob must be in [0, 1) and "
+                             f"DiTConfig.mlp_ratio > 0, got {self.class_dropout_prob} and "
+                             f"{self.mlp_ratio}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"DiTConfig: hidden_size {self.hidden_size} must be divisible by "
                              f"num_heads {self.num_heads}")

@@ -12,10 +12,9 @@ recipes (``scripts/clip_pairs.py --recipe NAME`` reads their checkpoints).
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 
-from mmgen.recipes.base import register_recipes, run_recipe
+from mmgen.recipes.base import register_recipes
 from mmgen.recipes.clip import STAGE1, TARGETS
 
 # Tune stage 1's image tower (text tower frozen), lr 3e-4, on images moved by up to 4 px.
@@ -45,22 +44,7 @@ EXPERIMENTS = {
 register_recipes(EXPERIMENTS)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("name", nargs="?", choices=sorted(EXPERIMENTS))
-    parser.add_argument("--list", action="store_true", help="list the experiments")
-    parser.add_argument("--out", help="output folder (default runs/NAME)")
-    parser.add_argument("--resume", action="store_true")
-    args = parser.parse_args()
-    if args.list or not args.name:
-        for name, recipe in sorted(EXPERIMENTS.items()):
-            print(f"{name:<26} {recipe.description}")
-        return
-    results = run_recipe(EXPERIMENTS[args.name], args.out or f"runs/{args.name}", args.name,
-                         args.resume)
-    for key, value in results.items():
-        print(f"{key:<40} {value}")
-
-
 if __name__ == "__main__":
-    main()
+    from runner import experiment_main  # beside this file: only when run as a script
+
+    experiment_main(EXPERIMENTS, __doc__)
