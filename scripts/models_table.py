@@ -96,8 +96,9 @@ def bundled_table(family: str = "cnn") -> list[str]:
 def pipeline_table() -> list[str]:
     """Bundled text-to-image pipelines: parameters per network, the recipe's adherence
     (DDIM 25 at the default guidance, which the recipe selected), training time, size."""
-    rows = ["| bundled pipeline | parameters (U-Net / VAE / text) | default | results (fp16 "
-            "weights) | U-Net training time (2-core CPU) | size |", "|---|---|---|---|---:|---:|"]
+    rows = ["| bundled pipeline | parameters (denoiser / VAE / text) | default | results (fp16 "
+            "weights) | denoiser training time (2-core CPU) | size |",
+            "|---|---|---|---|---:|---:|"]
     for name in _bundled():
         folder = BUNDLED_DIR / name
         if not (folder / "pipeline.json").is_file():
@@ -151,7 +152,8 @@ def main() -> None:
         "## Bundled classifiers",
         "",
         "Each is produced by `mmgen train --recipe NAME` (see `mmgen/recipes/`; add `--install`",
-        "to bundle the result) and measured on the exported fp16 weights. The MNIST models train",
+        "to install the result where `mmgen.load` finds it, `--install-dir mmgen/weights` to "
+        "bundle it) and measured on the exported fp16 weights. The MNIST models train",
         "only on the 4,000 training digits of `mmgen.data.mnist` and are tested on the other",
         "1,000. `shapes-classifier` is the judge of the Shapes evaluation: it trains on all",
         "1,296 attribute combinations (the held-out colour-shape pairs are held out from",

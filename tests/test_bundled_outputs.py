@@ -54,6 +54,11 @@ def outputs() -> dict[str, torch.Tensor]:
     out["shapes-t2i/euler_a"] = pixels(pipe(
         "a blue plus", negative_prompt="red", sampler="euler_a", steps=5, guidance=3.0,
         seed=11, num_images=2, progress=False))
+    dit = mmgen.load("shapes-dit")
+    out["shapes-dit/ddim8"] = pixels(dit(["a small purple circle in the top right on a gray "
+                                          "background", "a large green triangle in the center "
+                                          "on a black background"], seed=3, steps=8,
+                                         progress=False))
     return out
 
 
