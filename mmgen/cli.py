@@ -270,7 +270,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     elif request.prompt is None or not request.prompt.strip():
         raise CLIError("give a non-empty PROMPT (or --from-image PNG)")
     request.check_limits()  # sizes, steps, counts, seeds: before anything is loaded
-    prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
+    prompts = request.distinct_prompts()
     out = OutputTarget.parse(args.out, " ".join(prompts), len(prompts) * args.num_images,
                              args.overwrite)
     from mmgen.diffusion.pipeline import TextToImagePipeline  # late: argument errors stay instant

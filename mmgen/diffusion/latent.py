@@ -29,14 +29,13 @@ from mmgen.pipeline import Pipeline
 
 class LatentDiffusionPipeline(Pipeline):
     """Base of the latent-diffusion pipelines. A subclass names its denoiser component in
-    ``denoiser_name`` (which must be in ``components``), holds ``vae``, ``config``,
-    ``batch_invariant`` and ``_hash = None``, and calls ``self.to(device, dtype)`` last in
-    ``__init__``."""
+    ``denoiser_name`` (which must be in ``components``), holds ``vae``, ``config`` and
+    ``batch_invariant``, and calls ``self.to(device, dtype)`` last in ``__init__``."""
 
     denoiser_name: ClassVar[str]  # the component that predicts the noise ("unet", "dit")
     vae: torch.nn.Module
     batch_invariant: bool
-    _hash: str | None
+    _hash: str | None = None  # model_hash, computed once per instance
 
     @property
     def denoiser(self) -> torch.nn.Module:

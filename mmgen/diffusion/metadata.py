@@ -67,12 +67,13 @@ class GenerationRequest:
 
     def prompts(self) -> tuple[list[str], list[str]]:
         """(prompts, negative prompts), one per image: each prompt ``num_images`` times."""
-        prompts = self._distinct_prompts()
+        prompts = self.distinct_prompts()
         negatives = _one_per(self.negative_prompt, len(prompts), "negative prompt")
         return ([p for p in prompts for _ in range(self.num_images)],
                 [n for n in negatives for _ in range(self.num_images)])
 
-    def _distinct_prompts(self) -> list[str]:
+    def distinct_prompts(self) -> list[str]:
+        """The prompts as a list, each once (not repeated ``num_images`` times)."""
         prompts = [self.prompt] if isinstance(self.prompt, str) else \
             list(self.prompt) if isinstance(self.prompt, (list, tuple)) else None
         if not prompts or any(not isinstance(p, str) for p in prompts):
@@ -120,7 +121,7 @@ class GenerationRequest:
             MAX_STEPS.check(self.steps, f"{self.steps:,} steps")
         if self.height is not None and self.width is not None:
             check_image_size(self.height, self.width)
-        count = len(self._distinct_prompts()) * self.num_images  # (not built: may be huge)
+        count = len(self.distinct_prompts()) * self.num_images  # (not built: may be huge)
         MAX_IMAGES.check(count, f"{count:,} images")
         if self.seed is not None:
             check_seed(self.seed, count)

@@ -111,7 +111,6 @@ class TextToImagePipeline(LatentDiffusionPipeline):
                              f"{unet.config.cross_attention_dim} channels but the text "
                              f"encoder's context has {text_encoder.context_dim}; give the text "
                              f"encoder the {type(unet).__name__} was trained with")
-        self._hash: str | None = None
         self.to(device, dtype)
 
     # ------------------------------------------------------------------ public calls

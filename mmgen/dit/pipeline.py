@@ -96,7 +96,6 @@ class ClassConditionalPipeline(LatentDiffusionPipeline):
         if config.labels and len(config.labels) != dc.num_classes:
             raise ValueError(f"config.labels has {len(config.labels)} names for the DiT's "
                              f"{dc.num_classes} classes; give one per class, or none")
-        self._hash: str | None = None
         self.to(device, dtype)
 
     def make_sampler(self, name: str) -> Sampler:
