@@ -285,7 +285,11 @@ def main(argv=None) -> int:
     grid = image_grid([im for im, _ in grid_images], cols=8, scale=2,
                       labels=[p for _, p in grid_images], label_width=18)
     grid.save(out / "images" / "t2i_grid.png")
-    (out / "results.md").write_text(render(record))
+    from docs_sections import sections  # beside this script
+
+    doc = out / "results.md"  # keeps the sections other scripts own (scripts/dit_study.py's)
+    kept = sections(doc.read_text()) if doc.is_file() else ""
+    doc.write_text(render(record) + ("\n" + kept if kept else ""))
     print(f"wrote {out / 'results.md'}")
     return 0
 
