@@ -29,7 +29,7 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -137,6 +137,21 @@ def with_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A config dataclass (possibly nested) as a JSON-ready dict."""
     return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def check_fields(config: Any, at_least: int | None = None, names: Sequence[str] = (),
+                 choices: Mapping[str, Sequence[Any]] | None = None) -> None:
+    """A ``ValueError`` naming ``Config.field`` for the first of ``names`` below ``at_least``,
+    or the first field of ``choices`` whose value is not one of its options (for a config's
+    ``__post_init__``)."""
+    cls = type(config).__name__
+    for name in names:
+        if getattr(config, name) < at_least:
+            raise ValueError(f"{cls}.{name} must be >= {at_least}, got {getattr(config, name)}")
+    for name, options in (choices or {}).items():
+        if getattr(config, name) not in options:
+            raise ValueError(f"{cls}.{name} must be one of {tuple(options)}, "
+                             f"got {getattr(config, name)!r}")
 
 
 def config_from_dict(cls: type, data: dict[str, Any], where: str | None = None) -> Any:

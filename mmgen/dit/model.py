@@ -36,7 +36,7 @@ from torch import nn
 
 from mmgen.nn import MLP, Attention, FusedSelfAttention, PatchEmbed, modulate
 from mmgen.nn.embeddings import batch_timesteps, sincos_2d, timestep_embedding
-from mmgen.registry import PretrainedModel, register_presets
+from mmgen.registry import PretrainedModel, check_fields, register_presets
 
 
 @dataclass
@@ -58,13 +58,9 @@ class DiTConfig:
     pooled_text: bool = False  # text: add the mean-pooled tokens to the adaLN condition c
 
     def __post_init__(self) -> None:
-        for name in ("input_size", "patch_size", "in_channels", "hidden_size", "depth",
-                     "num_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"DiTConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_classes", "cross_attention_dim"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"DiTConfig.{name} must be >= 0, got {getattr(self, name)}")
+        check_fields(self, 1, ("input_size", "patch_size", "in_channels", "hidden_size",
+                               "depth", "num_heads"))
+        check_fields(self, 0, ("num_classes", "cross_attention_dim"))
         if not 0 <= self.class_dropout_prob < 1 or not self.mlp_ratio > 0:
             raise ValueError(f"DiTConfig.class_dropout_prob must be in [0, 1) and "
                              f"DiTConfig.mlp_ratio > 0, got {self.class_dropout_prob} and "

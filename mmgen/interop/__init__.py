@@ -1,8 +1,9 @@
 """Weight converters between mmgen and the checkpoints users own.
 
-Each converter (torchvision, open_clip, transformers, diffusers) renames foreign keys with an
-explicit map and hands the result to :func:`convert_state_dict`, which checks every key and
-shape before anything is loaded, nanoGPT-style. Converters are imported lazily: using one
+Each converter (torchvision, open_clip, transformers, diffusers, official DiT, pytorch/examples'
+DCGAN) renames foreign keys with an explicit map and hands the result to
+:func:`convert_state_dict`, which checks every key and shape before anything is loaded,
+nanoGPT-style. Converters are imported lazily: using one
 does not import the others' libraries.
 """
 
@@ -16,6 +17,7 @@ _LAZY = {"from_torchvision": "mmgen.interop.torchvision",
          "from_diffusers": "mmgen.interop.diffusers",
          "dit_from_diffusers": "mmgen.interop.dit",
          "load_dit_checkpoint": "mmgen.interop.dit",
+         "load_dcgan_checkpoint": "mmgen.interop.dcgan",
          "sampler_from_diffusers": "mmgen.interop.diffusers_schedulers",
          "load_sd_folder": "mmgen.interop.stable_diffusion",
          "load_sd_single_file": "mmgen.interop.stable_diffusion",
@@ -35,6 +37,6 @@ def __getattr__(name: str) -> Any:
 
 __all__ = ["KeyMapError", "convert_state_dict", "dit_from_diffusers", "from_diffusers",
            "from_open_clip", "from_torchvision", "from_transformers", "load_converted",
-           "load_dit_checkpoint", "load_sd_folder",
+           "load_dcgan_checkpoint", "load_dit_checkpoint", "load_sd_folder",
            "load_sd_single_file", "read_sd_folder", "read_sd_single_file", "regex_rename",
            "sampler_from_diffusers", "sd_pipeline", "write_sd_single_file"]

@@ -240,11 +240,14 @@ class MetricsLog:
     Args:
         out_dir: directory of the two files.
         enabled: write files (True on the main process only); rows are kept either way.
+        name: the files' names (``NAME.csv`` / ``NAME.png``) for a log other than the
+            trainer's: that one's plot shows every column, not only the losses.
     """
 
-    def __init__(self, out_dir: str | Path, enabled: bool):
-        self.csv_path = Path(out_dir) / "metrics.csv"
-        self.png_path = Path(out_dir) / "loss.png"
+    def __init__(self, out_dir: str | Path, enabled: bool, name: str | None = None):
+        self.csv_path = Path(out_dir) / f"{name or 'metrics'}.csv"
+        self.png_path = Path(out_dir) / f"{name or 'loss'}.png"
+        self.plotted = "" if name else "loss"  # the plot's columns: names holding this
         self.enabled = enabled
         self.rows: list[dict[str, float]] = []
         self._fields: list[str] = []
@@ -292,13 +295,14 @@ class MetricsLog:
             writer.writerows(_fmt(r) for r in self.rows)
 
     def plot(self) -> None:
-        """Write ``loss.png``: every logged column whose name contains 'loss', against step."""
+        """Write the plot (``loss.png``: every column whose name contains 'loss'), against
+        step."""
         if not self.enabled or not self.rows:
             return
         fig = Figure(figsize=(7, 4), layout="tight")
         FigureCanvasAgg(fig)  # attaches a non-interactive canvas; no pyplot global state
         ax = fig.add_subplot()
-        keys = [k for k in self._fields if "loss" in k]
+        keys = [k for k in self._fields if self.plotted in k and k != "step"]
         for key in keys:
             points = [(r["step"], r[key]) for r in self.rows if key in r]
             ax.plot(*zip(*points, strict=True), label=key)

@@ -5,7 +5,9 @@ Diffusion's VAE) and its training objective.
     z = vae.encode(images).sample()                 # (B, 4, H / 4, W / 4)
     loss = VAEObjective()(vae, images)["loss"]
 
-Registered: ``vae/sd`` (SD 1.x/2.x), ``vae/f4`` (small, 4x) and ``vae/tiny`` (tests).
+Registered: ``vae/sd`` (SD 1.x/2.x), ``vae/f4`` (small, 4x) and ``vae/tiny`` (tests); the
+small-image :class:`ConvVAE` (Kingma & Welling's VAE, trained by :class:`ELBOObjective`
+with its beta) as ``vae/conv/mnist`` and ``vae/conv/tiny``.
 diffusers ``AutoencoderKL`` weights load with ``mmgen.interop.from_diffusers``.
 """
 
@@ -15,7 +17,8 @@ from mmgen.vae.autoencoder_kl import (
     AutoencoderKLConfig,
     LatentDistribution,
 )
-from mmgen.vae.objective import VAEObjective
+from mmgen.vae.conv_vae import ConvVAE, ConvVAEConfig
+from mmgen.vae.objective import ELBOObjective, VAEObjective
 
-__all__ = ["PRESETS", "AutoencoderKL", "AutoencoderKLConfig", "LatentDistribution",
-           "VAEObjective"]
+__all__ = ["PRESETS", "AutoencoderKL", "AutoencoderKLConfig", "ConvVAE", "ConvVAEConfig",
+           "ELBOObjective", "LatentDistribution", "VAEObjective"]

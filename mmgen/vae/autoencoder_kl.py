@@ -22,6 +22,7 @@ dicts load with ``strict=True``. The diffusion model works on
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -67,7 +68,8 @@ class LatentDistribution:
     2014), per latent element.
 
     Args:
-        moments: (B, 2 C, h, w), the means then the log-variances along channels.
+        moments: (B, 2 C, h, w) (or (B, 2 C) for a flat latent), the means then the
+            log-variances along channels.
     """
 
     def __init__(self, moments: torch.Tensor):
@@ -94,7 +96,20 @@ class LatentDistribution:
 
     def kl(self) -> torch.Tensor:
         """KL(q(z | x) || N(0, I)) summed over each sample's latent: shape (B,)."""
-        return 0.5 * torch.sum(self.mean**2 + self.var - 1.0 - self.logvar, dim=(1, 2, 3))
+        return 0.5 * torch.sum(self.mean**2 + self.var - 1.0 - self.logvar,
+                               dim=tuple(range(1, self.mean.ndim)))
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log q(z | x) summed over each sample's latent: shape (B,) (``z`` like ``mean``)."""
+        return normal_log_prob(z, self.mean, self.logvar)
+
+
+def normal_log_prob(z: torch.Tensor, mean: torch.Tensor | float = 0.0,
+                     logvar: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """log N(z; mean, exp(logvar)) summed over all but the first dimension: (B,)."""
+    logvar = torch.as_tensor(logvar, dtype=z.dtype, device=z.device)
+    density = -0.5 * (math.log(2 * math.pi) + logvar + (z - mean) ** 2 * torch.exp(-logvar))
+    return density.flatten(1).sum(dim=1)
 
 
 # ----------------------------------------------------------------------------- blocks

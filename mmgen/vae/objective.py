@@ -1,4 +1,5 @@
-"""Training objective of the KL-regularised autoencoder (Rombach et al. 2022, sec. 3 and
+"""Training objectives of the VAEs: :class:`ELBOObjective` (the ConvVAE's, below) and
+:class:`VAEObjective`, the KL-regularised autoencoder's (Rombach et al. 2022, sec. 3 and
 appendix G): reconstruct the image through a sampled latent, with a weak KL pull of the
 posterior towards N(0, I) so that the latent space stays smooth for the diffusion model.
 
@@ -19,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmgen.train.batch import unpack_batch
+
 
 @dataclass
 class VAEObjective:
@@ -36,3 +39,27 @@ class VAEObjective:
         kl = posterior.kl().float().mean() / x[0].numel()  # per pixel value
         return {"loss": l1 + mse + self.kl_weight * kl, "l1": l1.detach(),
                 "mse": mse.detach(), "kl": kl.detach()}
+
+
+@dataclass
+class ELBOObjective:
+    """``objective(model, batch)`` for :class:`~mmgen.vae.ConvVAE`: minimise the negative
+    ELBO, -E_q[log p(x | z)] + beta KL(q(z | x) || p(z)), in nats per pixel value (one z per
+    image). beta = 1 is the VAE's bound on -log p(x); beta > 1 trades reconstruction for a
+    latent closer to the prior, which disentangles factors (beta-VAE, Higgins et al. 2017).
+    ``batch``: images (B, C, H, W) in [0, 1] in any form :func:`mmgen.train.batch.unpack_batch`
+    reads (labels are ignored)."""
+
+    beta: float = 1.0  # weight of the KL term
+
+    def __post_init__(self):
+        if not self.beta >= 0:
+            raise ValueError(f"ELBOObjective.beta must be >= 0, got {self.beta}")
+
+    def __call__(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        x, _ = unpack_batch(batch)  # (B, C, H, W)
+        out = model.elbo(x, self.beta)
+        dims = x[0].numel()
+        return {"loss": -out["elbo"].mean() / dims,
+                "reconstruction": -out["reconstruction"].detach().mean() / dims,
+                "kl": out["kl"].detach().mean() / dims}

@@ -1,4 +1,5 @@
-"""Train the tiny MLP with the mmgen Trainer; run directly or under torchrun.
+"""Train the tiny MLP (or, with ``--gan``, a tiny conditional DCGAN on MNIST: two optimizers,
+batch norm, the adversarial objective) with the mmgen Trainer; run directly or under torchrun.
 
     python tests/train_scripts/train_mlp.py --out /tmp/run --steps 40 --ckpt-every 10
     torchrun --standalone --nproc_per_node 2 tests/train_scripts/train_mlp.py --out /tmp/run2
@@ -39,6 +40,7 @@ def main() -> None:
     p.add_argument("--resume", default=None, help="'latest' or a checkpoint directory")
     p.add_argument("--two-optimizers", action="store_true",
                    help="optimizer 0 trains the first layer, optimizer 1 the rest")
+    p.add_argument("--gan", action="store_true", help="train gan/dcgan/tiny on MNIST instead")
     args = p.parse_args()
 
     config = TrainConfig(
@@ -56,11 +58,22 @@ def main() -> None:
         first = list(model[0].parameters())
         rest = [p for p in model.parameters() if all(p is not f for f in first)]
         optimizers = [torch.optim.AdamW(first, lr=1e-3), torch.optim.SGD(rest, lr=1e-2)]
-    trainer = Trainer(model, objective, TinyRegression(augment=args.augment), config,
-                      optimizers=optimizers, callbacks=[slow_down])
+    data = TinyRegression(augment=args.augment)
+    if args.gan:
+        import mmgen
+        from mmgen.data import MNIST
+        from mmgen.gan.objective import GANObjective
+
+        torch.manual_seed(config.seed)
+        model, objective, data = (mmgen.create_model("gan/dcgan/tiny"), GANObjective(),
+                                  MNIST("test", normalize=True))
+        optimizers = [torch.optim.Adam(model.discriminator.parameters(), 2e-4, betas=(0.5, 0.999)),
+                      torch.optim.Adam(model.generator.parameters(), 2e-4, betas=(0.5, 0.999))]
+    trainer = Trainer(model, objective, data, config, optimizers=optimizers,
+                      callbacks=[slow_down])
     metrics = trainer.fit(resume=args.resume)
     if trainer.is_main_process:
-        loss = metrics["loss_0" if args.two_optimizers else "loss"]
+        loss = metrics["loss_0" if args.two_optimizers or args.gan else "loss"]
         print(f"done step={int(metrics['step'])} loss={loss:.6f}", flush=True)
 
 

@@ -1,0 +1,135 @@
+"""``mmgen train``: run a recipe, or a registered recipe's training on another model or data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mmgen.cli.args import finite_float, positive_int, train_seed
+from mmgen.cli.errors import CLIError
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train with a recipe or an ad-hoc config")
+    p.add_argument("task", nargs="?", choices=["classifier", "clip"],
+                   help="ad-hoc training task")
+    p.add_argument("--recipe", help="a recipe name (see --list)")
+    p.add_argument("--list", action="store_true", help="list the recipes")
+    p.add_argument("--out", help="output folder (default runs/NAME)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("--install", action="store_true",
+                   help="copy the result into your model directory ($MMGEN_HOME/models or "
+                        "~/.local/share/mmgen/models), where mmgen.load(NAME) finds it")
+    p.add_argument("--install-dir", metavar="DIR",
+                   help="install into DIR/NAME instead (mmgen/weights to bundle it with the "
+                        "package)")
+    p.add_argument("--allow-missed-targets", action="store_true",
+                   help="with --install: install even if targets were missed (the measured "
+                        "results stay in the model's config.json)")
+    p.add_argument("--model", help="ad-hoc architecture: classifier (lenet5, resnet18, ...; "
+                                    "default lenet5) or clip (default clip/shapes-tiny)")
+    p.add_argument("--data", help="ad-hoc data: classifier mnist (default) or mnist32; clip "
+                                   "shapes (default) or a folder of captioned images")
+    p.add_argument("--steps", type=positive_int,
+                   help="optimizer steps (default: the recipe's; warm-up, checkpoints and EMA "
+                        "scale with it)")
+    p.add_argument("--batch-size", type=positive_int, help="default: the recipe's")
+    p.add_argument("--lr", type=finite_float, help="peak learning rate (default: the "
+                                                    "recipe's)")
+    p.add_argument("--seed", type=train_seed, help="0 to 2**32-1 (default: the recipe's)")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Run a recipe (``--recipe NAME``) or an ad-hoc training (``classifier``, ``clip``)."""
+    from mmgen.recipes import RECIPES, list_recipes
+
+    if args.list:
+        for name in list_recipes():
+            print(f"{name:<20} {RECIPES[name].description}")
+        return 0
+    if args.recipe:
+        from mmgen.recipes import get_recipe
+
+        recipe, name = get_recipe(args.recipe), args.recipe
+    elif args.task:
+        recipe = _adhoc_recipe(args)
+        name = Path(args.out).name if args.out else \
+            f"{recipe.model.split('/')[-1]}-{Path(recipe.data).name}"
+    else:
+        raise CLIError("say what to train: --recipe NAME (see --list), or 'classifier' / "
+                       "'clip' with --model and --data")
+    recipe = _with_overrides(recipe, args)
+    out = Path(args.out or f"runs/{name}")
+    _check_run_folder(out, args.resume)
+    results = recipe.run(out, name=name, resume=args.resume)
+    _print_results(results)
+    print(f"model saved to {out / 'model'}")
+    return _check_and_install(recipe, results, out / "model", name, args)
+
+
+def _check_run_folder(out: Path, resume: bool) -> None:
+    """Refuse to start a fresh run over an earlier one's checkpoints (before any work)."""
+    from mmgen.train.state import list_checkpoints
+
+    existing = list_checkpoints(out / "run")
+    if existing and not resume:
+        raise CLIError(f"{out} already holds a training run (checkpoints up to "
+                       f"{existing[-1].name}); --resume continues it, --out NEW starts another")
+
+
+def _adhoc_recipe(args: argparse.Namespace):
+    """A registered recipe's training, for another model or data set."""
+    from dataclasses import replace
+
+    from mmgen.recipes import CLIP_RECIPES, mnist_classifier
+
+    if args.task == "classifier":
+        return mnist_classifier(args.model or "lenet5", args.data or "mnist")
+    base = CLIP_RECIPES["shapes-clip-joint"]  # clip
+    data = args.data or base.data
+    if data != "shapes" and not Path(data).is_dir():
+        raise CLIError(f"clip --data must be 'shapes' or a folder of captioned images: {data!r}")
+    return replace(base, model=args.model or base.model, data=data, targets={},
+                   description=f"CLIP on {data}")
+
+
+def _with_overrides(recipe, args: argparse.Namespace):
+    """``recipe`` with the --steps / --batch-size / --lr / --seed given on the command line
+    (the run keeps its shape: see TrainConfig.with_steps)."""
+    from dataclasses import replace
+
+    train = recipe.train if args.steps is None else recipe.train.with_steps(args.steps)
+    given = {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
+    return replace(recipe, train=replace(train, **{k: v for k, v in given.items()
+                                                   if v is not None}))
+
+
+def _check_and_install(recipe, results: dict[str, float], folder: Path, name: str,
+                       args: argparse.Namespace) -> int:
+    """Report missed targets (exit 1), and copy the model where ``mmgen.load`` finds it."""
+    import shutil
+
+    from mmgen.checkpoint import atomic_path
+    from mmgen.hub import user_model_dir
+    from mmgen.recipes import missed_targets
+
+    missed = missed_targets(results, recipe.targets)
+    for line in missed:
+        print(f"target missed: {line}", file=sys.stderr)
+    if args.install or args.install_dir:
+        if missed and not args.allow_missed_targets:
+            raise CLIError("not installing: the recipe missed its targets (see above); "
+                           "--allow-missed-targets installs it anyway")
+        dest = Path(args.install_dir or user_model_dir()) / name
+        with atomic_path(dest) as tmp:
+            shutil.copytree(folder, tmp)
+        print(f"installed {dest} (mmgen.load({name!r}) finds it)"
+              if args.install_dir is None else f"installed {dest}")
+    return 1 if missed else 0
+
+
+def _print_results(results: dict[str, float]) -> None:
+    for key, value in results.items():
+        print(f"{key:<32} {value}")

@@ -1,0 +1,87 @@
+"""The adversarial objective for :class:`mmgen.train.Trainer` with two optimizers: pass 0 steps
+the discriminator D, pass 1 the generator G, on every batch (the DCGAN paper's k = 1).
+
+Losses, with D's logits d = D(x) on real images and D(G(z)) on generated ones:
+
+* ``"non_saturating"`` (Goodfellow et al. 2014, sec. 3): D minimises
+  softplus(-d_real) + softplus(d_fake) (binary cross-entropy), G minimises softplus(-d_fake)
+  (maximises log D(G(z)), which keeps G's gradients large early on).
+* ``"hinge"`` (Lim & Ye 2017; Miyato et al. 2018): D minimises relu(1 - d_real) +
+  relu(1 + d_fake), G minimises -d_fake.
+* ``"wgan-gp"`` (Gulrajani et al. 2017, Algorithm 1): D (the critic) minimises d_fake - d_real
+  + lambda (|grad D(x_hat)| - 1)^2 at random points x_hat between real and generated images;
+  G minimises -d_fake. The penalty is per sample, so D must not use batch norm.
+
+z comes from the global torch RNG, which checkpoints save, so a resumed run draws the same z.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmgen.train.batch import unpack_batch
+
+LOSSES = ("non_saturating", "hinge", "wgan-gp")
+
+
+@dataclass
+class GANObjective:
+    """``objective(model, batch, opt_idx)``; ``batch`` is an image tensor (B, C, H, W) in
+    [-1, 1], an ``(images, labels)`` pair or a dict with ``"image"`` and ``"label"``: labels
+    (B,) or (B, K), read only by a conditional model."""
+
+    loss: str = "non_saturating"  # "non_saturating", "hinge" or "wgan-gp"
+    gp_weight: float = 10.0  # lambda of WGAN-GP's gradient penalty (the paper's 10)
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"GAN loss must be one of {LOSSES}, got {self.loss!r}")
+
+    def check_model(self, model: nn.Module) -> None:
+        """A clear error for a model this loss cannot train."""
+        if self.loss == "wgan-gp" and model.config.discriminator_norm == "batch":
+            raise ValueError("wgan-gp penalises each sample's gradient, which batch norm in D "
+                             "mixes across the batch: use discriminator_norm='none' (or a "
+                             "non_saturating / hinge loss)")
+
+    def __call__(self, model: nn.Module, batch: Any, opt_idx: int) -> dict[str, torch.Tensor]:
+        x, labels = unpack_batch(batch)  # (B, C, H, W), (B, K) or None
+        labels = labels if model.config.conditions else None
+        z = model.sample_latents(len(x))  # (B, nz)
+        if opt_idx == 0:
+            return self.discriminator_loss(model, x, z, labels)
+        fake = model.generator(z, labels)  # (B, C, H, W)
+        d_fake = model.discriminator(fake, labels).float()  # (B,)
+        loss = F.softplus(-d_fake).mean() if self.loss == "non_saturating" else -d_fake.mean()
+        return {"loss": loss}
+
+    def discriminator_loss(self, model: nn.Module, x: torch.Tensor, z: torch.Tensor,
+                           labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            fake = model.generator(z, labels)  # (B, C, H, W): no gradient into G here
+        d_real = model.discriminator(x, labels).float()  # (B,)
+        d_fake = model.discriminator(fake, labels).float()  # (B,)
+        out = {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()}
+        if self.loss == "non_saturating":
+            loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        elif self.loss == "hinge":
+            loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+        else:
+            gp = gradient_penalty(model.discriminator, x, fake, labels)
+            loss = d_fake.mean() - d_real.mean() + self.gp_weight * gp
+            out["gradient_penalty"] = gp.detach()
+        return {"loss": loss, **out}
+
+
+def gradient_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                     labels: torch.Tensor | None) -> torch.Tensor:
+    """E[(|grad_x D(x_hat)|_2 - 1)^2], x_hat uniformly between paired real and fake images."""
+    eps = torch.rand(len(real), 1, 1, 1, device=real.device, dtype=real.dtype)  # (B, 1, 1, 1)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(discriminator(x_hat, labels).sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
