@@ -285,7 +285,8 @@ def main(argv=None) -> int:
     grid = image_grid([im for im, _ in grid_images], cols=8, scale=2,
                       labels=[p for _, p in grid_images], label_width=18)
     grid.save(out / "images" / "t2i_grid.png")
-    from docs_sections import sections  # beside this script
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported (tests)
+    from docs_sections import sections
 
     doc = out / "results.md"  # keeps the sections other scripts own (scripts/dit_study.py's)
     kept = sections(doc.read_text()) if doc.is_file() else ""

@@ -199,9 +199,13 @@ def test_results_script_writes_tables_and_resumes_from_its_cache(toy_runs, tmp_p
             "--work", str(tmp_path / "work")]
     monkeypatch.setattr(script, "SETTINGS", [("ddim", 2), ("euler", 2)])
     monkeypatch.setattr(script, "GUIDANCE_SWEEP", [1.0, 3.0])
+    owned = "<!-- begin dit-study -->\n## Another script's section\n<!-- end dit-study -->\n"
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "results.md").write_text("# old tables\n\n" + owned)
     assert script.main(args) == 0
     text = (tmp_path / "docs" / "results.md").read_text()
     assert "| ddim 2 | test_compositional |" in text and "## Guidance sweep" in text
+    assert "# old tables" not in text and text.endswith(owned)  # the section is kept
     assert "not measured (no DDPM row)" in text  # --quick
     record = json.loads((tmp_path / "docs" / "results.json").read_text())
     assert len(record["samplers"]) == 4 and len(record["guidance_sweep"]) == 4
