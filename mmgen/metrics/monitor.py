@@ -9,7 +9,7 @@ and logs, to ``monitor.csv`` (plotted to ``monitor.png``) in the run folder:
   count when every class is equally frequent; it falls as the generator collapses onto a few
   modes), and ``largest_class_share``;
 * ``label_accuracy``: how often the classifier reads the requested label (conditional
-  generators);
+  generators), and ``worst_label_accuracy``, the same for the weakest requested class;
 * ``fid``: the Fréchet distance to real images in the classifier's feature space.
 
 The grid of the first 64 samples goes to ``samples/step_NNNNNNNN.png``, and one line to the
@@ -103,7 +103,10 @@ class GeneratorMonitor:
                "fid": fid(self.real_features, features).value}
         if self.labels is not None:
             wanted = self.labels[:, self.label_column].cpu()
-            row["label_accuracy"] = float((predicted == wanted).double().mean())
+            right = (predicted == wanted).double()
+            row["label_accuracy"] = float(right.mean())
+            row["worst_label_accuracy"] = min(  # the weakest requested class
+                float(right[wanted == c].mean()) for c in wanted.unique())
         return images, row
 
 
