@@ -139,7 +139,7 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def check_fields(config: Any, at_least: int | None = None, names: Sequence[str] = (),
+def check_fields(config: Any, at_least: int = 1, names: Sequence[str] = (),
                  choices: Mapping[str, Sequence[Any]] | None = None) -> None:
     """A ``ValueError`` naming ``Config.field`` for the first of ``names`` below ``at_least``,
     or the first field of ``choices`` whose value is not one of its options (for a config's

@@ -95,9 +95,8 @@ def measure(name: str, model: str | Path, n: int, steps: int, batch: int) -> dic
     gmacs = gmacs_per_call(pipe)
     info = json.loads((model_dir(model) / "unet" / "config.json").read_text()).get("info", {})
     row = {"name": name, "denoiser": type(pipe.unet).__name__,
-           "conditioning": CONFIGS[name][4] if name in CONFIGS else
-           ("pooled text" if getattr(pipe.unet.config, "pooled_text", False)
-            else "cross-attention"),
+           "conditioning": "cross-attention" if getattr(pipe.unet.config, "cross_attention",
+                                                        True) else "pooled text",
            "parameters": sum(p.numel() for p in pipe.unet.parameters()),
            "gmacs_per_call": round(gmacs, 4), "steps": steps, "batch_size": batch,
            "train_tmacs": round(3 * gmacs * steps * batch / 1e3, 1),
@@ -118,13 +117,14 @@ def timings(model: str | Path, batch: int, prompts: int = 50, repeats: int = 8) 
     """Seconds per training step of the denoiser (forward, backward and AdamW on ``batch``
     latents, as in training) and sampling seconds per image (DDIM 25 with guidance, the first
     ``prompts`` test prompts), measured in this process so that all rows compare."""
+    import copy
     import time
 
     import mmgen
     from mmgen.data import shapes
 
     pipe = mmgen.load(model)
-    net = pipe.unet.float().train()
+    net = copy.deepcopy(pipe.unet).float().train()  # trained below; sampling uses pipe.unet
     f = pipe.latent_factor
     x = torch.randn(batch, net.config.in_channels, pipe.config.height // f,
                     pipe.config.width // f)
@@ -139,8 +139,6 @@ def timings(model: str | Path, batch: int, prompts: int = 50, repeats: int = 8) 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         seconds.append(time.perf_counter() - start)
-    net.eval()
-    pipe = mmgen.load(model)  # untouched weights for sampling
     text = list(shapes.ShapesDataset("test", length=prompts, seed=1).as_tensors()["caption"])
     start = time.perf_counter()
     pipe(text, seed=0, progress=False)

@@ -8,20 +8,21 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-_SECTION = re.compile(r"<!-- begin (\S+) -->\n.*?<!-- end \1 -->\n", re.S)
+
+def _pattern(name: str = r"\S+") -> re.Pattern[str]:
+    return re.compile(rf"<!-- begin ({name}) -->\n.*?<!-- end \1 -->\n", re.S)
 
 
 def sections(text: str) -> str:
     """The owned sections of ``text``, concatenated (to append to a rewritten file)."""
-    return "".join(m.group(0) for m in _SECTION.finditer(text))
+    return "".join(m.group(0) for m in _pattern().finditer(text))
 
 
 def replace_section(path: Path, name: str, body: str) -> None:
     """Put ``body`` as section ``name`` of the file at ``path`` (appended if it is new)."""
     block = f"<!-- begin {name} -->\n{body.rstrip()}\n<!-- end {name} -->\n"
     text = path.read_text() if path.is_file() else ""
-    pattern = re.compile(rf"<!-- begin {re.escape(name)} -->\n.*?<!-- end {re.escape(name)} -->\n",
-                         re.S)
+    pattern = _pattern(re.escape(name))
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else (
         text.rstrip() + "\n\n" + block if text else block)
     path.write_text(text)

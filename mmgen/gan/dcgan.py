@@ -45,7 +45,7 @@ from mmgen.registry import PretrainedModel, check_fields, register_presets
 
 # image size -> (spatial size of G's first / D's last map, widths as multiples of w, first
 # to last G stage; D mirrors them)
-_STAGES = {28: (7, (2, 1)), 32: (4, (4, 2, 1)), 64: (4, (8, 4, 2, 1))}
+STAGES = {28: (7, (2, 1)), 32: (4, (4, 2, 1)), 64: (4, (8, 4, 2, 1))}
 NORMS = ("batch", "spectral", "none")
 
 
@@ -62,7 +62,7 @@ class DCGANConfig:
     def __post_init__(self):
         self.conditions = tuple(self.conditions)
         check_fields(self, 1, ("channels", "latent_dim", "width", "embed_dim"),
-                     choices={"image_size": sorted(_STAGES), "discriminator_norm": NORMS})
+                     choices={"image_size": sorted(STAGES), "discriminator_norm": NORMS})
         if any(n < 2 for n in self.conditions):
             raise ValueError(f"DCGANConfig.conditions: every condition needs >= 2 values, "
                              f"got {self.conditions}")
@@ -73,7 +73,7 @@ class Generator(nn.Module):
 
     def __init__(self, config: DCGANConfig):
         super().__init__()
-        start, mults = _STAGES[config.image_size]
+        start, mults = STAGES[config.image_size]
         w = config.width
         extra = config.embed_dim if config.conditions else 0
         self.label_embed = nn.ModuleList(nn.Embedding(n, config.embed_dim)
@@ -99,7 +99,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, config: DCGANConfig):
         super().__init__()
-        start, mults = _STAGES[config.image_size]
+        start, mults = STAGES[config.image_size]
         mults = mults[::-1]  # (1, 2, 4, 8) at 64 px
         w, norm = config.width, config.discriminator_norm
         wrap = spectral_norm if norm == "spectral" else (lambda m: m)

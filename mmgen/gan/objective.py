@@ -72,6 +72,7 @@ class GANObjective:
         elif self.loss == "hinge":
             loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
         else:
+            self.check_model(model)
             gp = gradient_penalty(model.discriminator, x, fake, labels)
             loss = d_fake.mean() - d_real.mean() + self.gp_weight * gp
             out["gradient_penalty"] = gp.detach()

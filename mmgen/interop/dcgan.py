@@ -17,11 +17,12 @@ from collections.abc import Mapping
 import torch
 
 from mmgen.checkpoint import load_state_dict
-from mmgen.gan.dcgan import DCGAN, DCGANConfig
+from mmgen.gan.dcgan import DCGAN, STAGES, DCGANConfig
 from mmgen.interop.convert import load_converted
 
-# the index of G's last transposed convolution in ``main`` -> image size
-_LAST_G_LAYER = {6: 28, 9: 32, 12: 64}
+# the index of G's last transposed convolution in ``main`` -> image size: each stage is
+# (convT, batch norm, ReLU), then the output convT
+_LAST_G_LAYER = {3 * len(mults): size for size, (_, mults) in STAGES.items()}
 
 
 def dcgan_config_from_state_dict(generator: Mapping[str, torch.Tensor]) -> DCGANConfig:
@@ -34,7 +35,7 @@ def dcgan_config_from_state_dict(generator: Mapping[str, torch.Tensor]) -> DCGAN
                          "main.12.weight at 64 px)")
     first, last = generator["main.0.weight"], generator[f"main.{convs[-1]}.weight"]
     image_size = _LAST_G_LAYER[convs[-1]]
-    widest = {28: 2, 32: 4, 64: 8}[image_size]
+    widest = STAGES[image_size][1][0]  # G's first width, in multiples of w
     return DCGANConfig(image_size=image_size, channels=last.shape[1], latent_dim=first.shape[0],
                        width=first.shape[1] // widest)
 

@@ -36,8 +36,8 @@ class GeneratorMonitor:
     """Trainer callback; see the module docstring.
 
     Args:
-        classifier: reads images in [0, 1] (after ``preprocess``): ``classifier(x)`` gives
-            logits (B, classes) and ``classifier.forward_features(x)`` features (B, D).
+        classifier: a :class:`mmgen.cnn.Classifier` (or alike) reading images in [0, 1] after
+            ``preprocess``: ``forward_features(x)`` (B, D) and ``head(features)`` (B, classes).
         real_features: classifier features of real images (N, D), the FID's reference.
         every: steps between two looks.
         num_samples: samples per look (>= 2).
@@ -94,8 +94,9 @@ class GeneratorMonitor:
             for i in range(0, self.num_samples, self.batch_size)]).clamp(0, 1)  # (N, C, H, W)
         device = next(self.classifier.parameters()).device
         x = self.preprocess(images.to(device))
-        predicted = self.classifier(x).argmax(dim=1).cpu()  # (N,)
-        features = self.classifier.forward_features(x).float().cpu()  # (N, D)
+        features = self.classifier.forward_features(x)  # (N, D)
+        predicted = self.classifier.head(features).argmax(dim=1).cpu()  # (N,)
+        features = features.float().cpu()
         counts = torch.bincount(predicted).double()
         share = counts[counts > 0] / self.num_samples
         row = {"class_entropy_bits": float(-(share * share.log2()).sum()),

@@ -25,13 +25,13 @@ from mmgen.train.batch import unpack_batch
 
 @dataclass
 class VAEObjective:
-    """``objective(model, batch)`` for :class:`mmgen.train.Trainer`; ``batch`` is an image
-    tensor (B, 3, H, W) in [-1, 1] or a dict with one under ``"image"``."""
+    """``objective(model, batch)`` for :class:`mmgen.train.Trainer`; ``batch`` holds images
+    (B, 3, H, W) in [-1, 1] in any form :func:`mmgen.train.batch.unpack_batch` reads."""
 
     kl_weight: float = 1e-6  # weight of the KL term (per pixel value, see module docstring)
 
     def __call__(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
-        x = batch["image"] if isinstance(batch, dict) else batch  # (B, 3, H, W)
+        x, _ = unpack_batch(batch)  # (B, 3, H, W)
         posterior = model.encode(x)
         recon = model.decode(posterior.sample()).float()  # (B, 3, H, W)
         l1 = F.l1_loss(recon, x)
