@@ -38,6 +38,7 @@ bench: setup
 	$(PY) benchmarks/attention.py
 	$(PY) benchmarks/unet_step.py --markdown
 	$(PY) benchmarks/generate_cli.py
+	$(PY) benchmarks/onestep.py
 
 lint: setup
 	$(VENV)/bin/ruff check mmgen tests benchmarks examples scripts

@@ -15,8 +15,11 @@ as keyword arguments (with ``config``) in ``__init__``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -80,3 +83,42 @@ class Pipeline(Loadable):
 def read_pipeline_config(directory: str | os.PathLike) -> dict[str, Any]:
     """Read and check ``pipeline.json`` of a pipeline folder."""
     return read_folder_meta(directory, PIPELINE_CONFIG, "an mmgen pipeline folder")
+
+
+def weights_hash(model: torch.nn.Module) -> str:
+    """First 10 hex digits of the SHA-256 of ``model``'s weights (sorted names + bytes): the
+    ``model_hash`` every generated image records."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        flat = tensor.detach().cpu().contiguous(memory_format=torch.contiguous_format)
+        h.update(flat.reshape(-1).view(torch.uint8).numpy().tobytes())  # (numel * bytes,)
+    return h.hexdigest()[:10]
+
+
+def class_prompt(index: int, labels: Sequence[str]) -> str:
+    """How an image of class ``index`` records it: "class 7", or "class 7 (label)"."""
+    return f"class {index} ({labels[index]})" if labels else f"class {index}"
+
+
+def class_index(text: str | int, labels: Sequence[str], num_classes: int) -> int:
+    """The class ``text`` names: a number, "class N" (what :func:`class_prompt` records) or
+    one of ``labels`` (a whole label or one of its comma-separated names, any case); a
+    ``ValueError`` naming the problem otherwise."""
+    match = re.fullmatch(r"\s*(?:class\s+)?(\d+)(?:\s+\(.*\))?\s*", str(text), re.I)
+    if match:
+        index = int(match.group(1))
+    else:
+        key = str(text).strip().lower()
+        hits = [i for i, label in enumerate(labels)
+                if key in (label.lower(), *(s.strip().lower() for s in label.split(",")))]
+        if len(hits) != 1:
+            known = "; it knows no names (give numbers)" if not labels else \
+                f" ({'names classes ' + ', '.join(map(str, hits)) if hits else 'unknown'})"
+            raise ValueError(f"class {text!r} is not a class number or a single class name "
+                             f"of this model{known}")
+        index = hits[0]
+    if not 0 <= index < num_classes:
+        raise ValueError(f"class {index} is out of range: this model has classes 0 to "
+                         f"{num_classes - 1}")
+    return index

@@ -104,6 +104,8 @@ def pipeline_table() -> list[str]:
         if not (folder / "pipeline.json").is_file():
             continue
         pipe = mmgen.load(name)
+        if not hasattr(pipe, "unet"):
+            continue  # a one-step generator: onestep_table
         counts = " / ".join(f"{sum(p.numel() for p in net.parameters()):,}"
                             for net in (pipe.unet, pipe.vae, pipe.text_encoder))
         results = pipe.unet.info["results"]
@@ -116,6 +118,39 @@ def pipeline_table() -> list[str]:
         rows.append(f"| `{name}` | {counts} | {cfg.sampler} {cfg.steps}, guidance "
                     f"{cfg.guidance} | {shown} | {results['train_seconds'] / 60:.1f} min "
                     f"| {size_mb:.2f} MB |")
+    return rows
+
+
+ONESTEP_KEYS = {  # the results shown per one-step generator (all: docs/results.md)
+    "mnist-dcgan": ("label_accuracy", "worst_digit_accuracy", "lenet_fid", "lenet_fid_floor"),
+    "shapes-dcgan": ("test/adherence_all5", "test_compositional/adherence_all5",
+                     "arithmetic/turned"),
+    "mnist-vae": ("test/nll_bits_per_dim", "test/nll_nats", "test/negative_elbo_nats"),
+}
+
+
+def onestep_table() -> list[str]:
+    """Bundled one-step generators (GAN, VAE): parameters, conditions, main results."""
+    rows = ["| bundled generator | network | parameters (G / D, or VAE) | conditions | results "
+            "(fp16 weights) | training time (2-core CPU) | size |",
+            "|---|---|---:|---|---|---:|---:|"]
+    for name in _bundled():
+        folder = BUNDLED_DIR / name
+        if not (folder / "pipeline.json").is_file() or name not in ONESTEP_KEYS:
+            continue
+        pipe = mmgen.load(name)
+        nets = [pipe.model.generator, pipe.model.discriminator] if hasattr(
+            pipe.model, "generator") else [pipe.model]
+        counts = " / ".join(f"{sum(p.numel() for p in n.parameters()):,}" for n in nets)
+        info = pipe.model.info
+        results = info["results"]
+        shown = "<br>".join(f"{k}: {results[k]:.1%}" if "accuracy" in k or "adherence" in k
+                            or "turned" in k else f"{k}: {results[k]:.4g}"
+                            for k in ONESTEP_KEYS[name])
+        size_mb = sum(f.stat().st_size for f in folder.rglob("*.safetensors")) / 2**20
+        rows.append(f"| `{name}` | `{read_config(folder / 'model')['model']}` | {counts} | "
+                    f"{pipe.config.conditioning} | {shown} | "
+                    f"{results['train_seconds'] / 60:.1f} min | {size_mb:.2f} MB |")
     return rows
 
 
@@ -194,6 +229,14 @@ def main() -> None:
         "sampler, FID and a guidance sweep: docs/results.md.",
         "",
         *pipeline_table(),
+        "",
+        "## Bundled one-step generators",
+        "",
+        "`mmgen train --recipe NAME` (`mmgen/recipes/onestep.py`; docs/gan.md): the DCGANs",
+        "are measured by the bundled classifiers on what they generate, the VAE by its",
+        "importance-weighted test NLL. Every number, with pictures: docs/results.md.",
+        "",
+        *onestep_table(),
         "",
         "## Every family on MNIST, one short schedule",
         "",

@@ -59,6 +59,14 @@ def outputs() -> dict[str, torch.Tensor]:
                                           "background", "a large green triangle in the center "
                                           "on a black background"], seed=3, steps=8,
                                          progress=False))
+    out["mnist-dcgan"] = pixels(mmgen.load("mnist-dcgan")([0, "7", "class 3"], seed=5))
+    out["shapes-dcgan"] = pixels(mmgen.load("shapes-dcgan")(
+        ["a small purple circle in the top right on a gray background",
+         "a large green triangle in the center on a black background"], seed=3))
+    vae = mmgen.load("mnist-vae")
+    out["mnist-vae/samples"] = pixels(vae(num_images=3, seed=1))
+    digits = (torch.rand(2, 1, 28, 28, generator=g) > 0.5).float()
+    out["mnist-vae/mean"] = vae.model.encode(digits).mean
     return out
 
 

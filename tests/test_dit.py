@@ -284,7 +284,7 @@ def test_save_load_round_trip_and_class_names(tmp_path):
         assert np.array_equal(np.asarray(a), np.asarray(b)) and a.info == b.info
     with pytest.raises(ValueError, match="class 'bird' is not a class number or a single"):
         pipe("bird", progress=False)
-    with pytest.raises(ValueError, match="class 10 is out of range: this DiT has classes 0 to 9"):
+    with pytest.raises(ValueError, match="class 10 is out of range: this model has classes 0 to 9"):
         pipe(10, progress=False)
     with pytest.raises(ValueError, match="takes no negative prompt"):
         pipe(1, negative_prompt="blurry", progress=False)

@@ -246,10 +246,12 @@ def test_monitor_numbers():
                                batch_size=16)
     _, spread = monitor.look(_ConstantGenerator())
     assert spread["class_entropy_bits"] == pytest.approx(math.log2(10))
+    assert [spread[f"share_{c}"] for c in range(10)] == [0.1] * 10
     assert spread["largest_class_share"] == pytest.approx(0.1)
     assert spread["label_accuracy"] == 1.0
     _, collapsed = monitor.look(_ConstantGenerator(value=0.35))
     assert collapsed["class_entropy_bits"] == 0.0 and collapsed["largest_class_share"] == 1.0
+    assert collapsed["share_3"] == 1.0 and collapsed["share_0"] == 0.0
     assert collapsed["label_accuracy"] == pytest.approx(0.1)
     assert spread["worst_label_accuracy"] == 1.0 and collapsed["worst_label_accuracy"] == 0.0
     assert collapsed["fid"] > spread["fid"] > 0
@@ -277,7 +279,8 @@ def test_monitor_logs_during_training_without_changing_it(tmp_path):
         assert torch.equal(a, b), k
     rows = (tmp_path / "a" / "monitor.csv").read_text().splitlines()
     assert rows[0].split(",") == ["step", "class_entropy_bits", "largest_class_share", "fid",
-                                  "label_accuracy", "worst_label_accuracy"]
+                                  *[f"share_{c}" for c in range(10)], "label_accuracy",
+                                  "worst_label_accuracy"]
     assert [r.split(",")[0] for r in rows[1:]] == ["2", "4"]
     assert sorted(p.name for p in (tmp_path / "a" / "samples").iterdir()) == [
         "step_00000002.png", "step_00000004.png"]

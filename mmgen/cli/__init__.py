@@ -16,7 +16,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from mmgen.cli import generate, models, search, train
+from mmgen.cli import generate, models, sample, search, train
 from mmgen.cli.errors import USER_ERRORS, CLIError
 
 __all__ = ["USER_ERRORS", "CLIError", "build_parser", "main"]
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parsers(sub)  # info, models, inspect
     train.add_parsers(sub)  # train
     generate.add_parsers(sub)  # generate
+    sample.add_parsers(sub)  # sample, interpolate
     search.add_parsers(sub)  # search, classify
     return parser
 

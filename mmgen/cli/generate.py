@@ -1,4 +1,8 @@
-"""``mmgen generate``: text- or class-to-image, written as PNGs that carry their parameters."""
+"""``mmgen generate``: text- or class-to-image, written as PNGs that carry their parameters.
+
+The model decides the path: a class-conditional DiT (``--class``), a one-step generator (a
+GAN or VAE pipeline of :mod:`mmgen.onestep`: ``--class``, a Shapes caption as the prompt, or
+nothing), or a text-to-image pipeline (the prompt)."""
 
 from __future__ import annotations
 
@@ -14,12 +18,12 @@ DEFAULT_T2I_MODEL = "shapes-t2i"
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="text- or class-to-image: write PNGs with their "
-                                        "parameters")
+    p = sub.add_parser("generate", help="text- or class-to-image (diffusion, DiT, GAN, VAE): "
+                                        "write PNGs with their parameters")
     p.add_argument("prompt", nargs="?", help="what to draw")
     p.add_argument("--class", dest="classes", action="append", metavar="CLASS",
-                   help="with a class-conditional DiT: a class number or name (repeat for "
-                        "several). DiT defaults: DDIM, 50 steps, guidance 4.0 (diffusers' DiT "
+                   help="with a class-conditional DiT or GAN: a class number or name (repeat "
+                        "for several). DiT defaults: DDIM, 50 steps, guidance 4.0 (diffusers' DiT "
                         "example; the paper used 250 DDPM steps), 256 px for XL/2-256 + SD VAE")
     p.add_argument("--vae", help="with a bare DiT (official .pt, diffusers or mmgen folder): "
                                  "the AutoencoderKL folder (diffusers or mmgen) to decode with")
@@ -48,8 +52,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    """Generate images from a prompt, or of classes with a class-conditional DiT (--class);
-    or re-create one from a PNG's parameters."""
+    """Generate images from a prompt, or of classes with a class-conditional DiT (--class), or
+    with a one-step generator (a class, a caption or nothing); or re-create one from a PNG's
+    parameters."""
     from dataclasses import replace
 
     from mmgen.diffusion.metadata import GenerationRequest, read_params
@@ -67,9 +72,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     else:
         request = GenerationRequest(**{"prompt": None, **given})
     request = replace(request, num_images=args.num_images)
-    classes = _is_class_model(model)
-    if classes:
+    kind = _model_kind(model)
+    if kind == "class":
         request = replace(request, prompt=_class_prompts(args, request.prompt, model))
+    elif kind == "one-step":
+        request = replace(request, prompt=_onestep_prompts(args, request.prompt, model))
     elif args.classes or args.vae:
         raise CLIError(f"--class and --vae go with a class-conditional DiT; "
                        f"{model or DEFAULT_T2I_MODEL} is a text-to-image model: give a PROMPT")
@@ -79,11 +86,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     prompts = request.distinct_prompts()
     out = OutputTarget.parse(args.out, " ".join(prompts), len(prompts) * args.num_images,
                              args.overwrite)
+    from mmgen.cli.sample import check_conditioning, load_onestep
     from mmgen.diffusion.pipeline import TextToImagePipeline  # late: argument errors stay instant
     from mmgen.hub import load, load_class_pipeline
 
-    pipe = load_class_pipeline(model, args.vae, dtype=args.dtype) if classes else \
-        load(model or DEFAULT_T2I_MODEL, kind=TextToImagePipeline, dtype=args.dtype)
+    if kind == "one-step":
+        pipe = load_onestep(model, args.dtype)
+        check_conditioning(model, pipe.config.conditioning, classes=bool(args.classes),
+                           caption_flag="a PROMPT")  # (generate checks --steps etc. first)
+    elif kind == "class":
+        pipe = load_class_pipeline(model, args.vae, dtype=args.dtype)
+    else:
+        pipe = load(model or DEFAULT_T2I_MODEL, kind=TextToImagePipeline, dtype=args.dtype)
     images = pipe.generate(request)
     paths, grid = out.write(images)
     records = [{"path": str(path), **json.loads(image.info["mmgen"])}
@@ -91,14 +105,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return _print_outputs(records, grid, args.json)
 
 
-def _is_class_model(model: str | None) -> bool:
-    """Whether ``model`` is a class-conditional DiT or DiT pipeline (from its saved class)."""
+def _model_kind(model: str | None) -> str:
+    """From ``model``'s saved class: "class" (a class-conditional DiT or DiT pipeline),
+    "one-step" (a GAN or VAE pipeline) or "t2i" (text-to-image, also the default model)."""
     if model is None:
-        return False
+        return "t2i"
     from mmgen.dit import ClassConditionalPipeline, DiT
     from mmgen.hub import saved_class
+    from mmgen.onestep import OneStepPipeline
 
-    return issubclass(saved_class(model), (DiT, ClassConditionalPipeline))
+    found = saved_class(model)
+    if issubclass(found, (DiT, ClassConditionalPipeline)):
+        return "class"
+    return "one-step" if issubclass(found, OneStepPipeline) else "t2i"
 
 
 def _class_prompts(args: argparse.Namespace, prompt: Any, model: str) -> Any:
@@ -109,6 +128,16 @@ def _class_prompts(args: argparse.Namespace, prompt: Any, model: str) -> Any:
     if not args.classes and not args.from_image:
         raise CLIError(f"{model} is class-conditional: say which class with --class N")
     return args.classes or prompt
+
+
+def _onestep_prompts(args: argparse.Namespace, prompt: Any, model: str) -> Any:
+    """A one-step generator's conditions: the --class values, else the prompt (a caption, a
+    class, or a --from-image PNG's), else none (an unconditional model)."""
+    if args.vae:
+        raise CLIError(f"--vae goes with a bare DiT; {model} is a one-step generator (GAN/VAE)")
+    if args.classes and args.prompt is not None:
+        raise CLIError("give --class K or a PROMPT, not both")
+    return args.classes or ("" if prompt is None else prompt)
 
 
 def _print_outputs(records: list[dict], grid: Path | None, as_json: bool) -> int:

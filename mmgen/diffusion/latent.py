@@ -8,7 +8,6 @@ image, batch-invariant CPU kernels, the denoiser call, checked decoding and the 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -24,7 +23,7 @@ from mmgen.device import (
     resolve_dtype,
 )
 from mmgen.diffusion.denoise import NonFiniteError, StepCallback, is_finite
-from mmgen.pipeline import Pipeline
+from mmgen.pipeline import Pipeline, weights_hash
 
 
 class LatentDiffusionPipeline(Pipeline):
@@ -65,13 +64,7 @@ class LatentDiffusionPipeline(Pipeline):
         """First 10 hex digits of the SHA-256 of the denoiser's weights (sorted names +
         bytes)."""
         if self._hash is None:
-            h = hashlib.sha256()
-            for name, tensor in sorted(self.denoiser.state_dict().items()):
-                h.update(name.encode())
-                flat = tensor.detach().cpu().contiguous(memory_format=torch.contiguous_format)
-                flat = flat.reshape(-1)  # (numel,)
-                h.update(flat.view(torch.uint8).numpy().tobytes())
-            self._hash = h.hexdigest()[:10]
+            self._hash = weights_hash(self.denoiser)
         return self._hash
 
     def _kernels(self) -> contextlib.AbstractContextManager:

@@ -28,7 +28,6 @@ its PNG parameters, which ``mmgen generate --from-image`` reads back.
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +42,7 @@ from mmgen.diffusion.pipeline import network_batch_size
 from mmgen.diffusion.samplers import SAMPLERS, Sampler, create_sampler
 from mmgen.diffusion.schedule import NoiseSchedule
 from mmgen.dit.model import DiT
+from mmgen.pipeline import class_index, class_prompt
 
 # The schedule the released DiTs were trained with (ADM's "linear": 1000 steps, betas 1e-4 to
 # 0.02), as diffusers' DiT scheduler config states it.
@@ -106,29 +106,12 @@ class ClassConditionalPipeline(LatentDiffusionPipeline):
 
     def class_prompt(self, index: int) -> str:
         """How an image records class ``index``: "class 207", or "class 207 (label)"."""
-        labels = self.config.labels
-        return f"class {index} ({labels[index]})" if labels else f"class {index}"
+        return class_prompt(index, self.config.labels)
 
     def class_index(self, text: str | int) -> int:
         """The class named by ``text``: a number, "class N" (what images record) or one of
         ``config.labels`` (a whole label or one of its comma-separated names, any case)."""
-        n = self.dit.config.num_classes
-        match = re.fullmatch(r"\s*(?:class\s+)?(\d+)(?:\s+\(.*\))?\s*", str(text), re.I)
-        if match:
-            index = int(match.group(1))
-        else:
-            key = str(text).strip().lower()
-            hits = [i for i, label in enumerate(self.config.labels)
-                    if key in (label.lower(), *(s.strip().lower() for s in label.split(",")))]
-            if len(hits) != 1:
-                known = "; it knows no names (give numbers)" if not self.config.labels else \
-                    f" ({'names classes ' + ', '.join(map(str, hits)) if hits else 'unknown'})"
-                raise ValueError(f"class {text!r} is not a class number or a single class name "
-                                 f"of this model{known}")
-            index = hits[0]
-        if not 0 <= index < n:
-            raise ValueError(f"class {index} is out of range: this DiT has classes 0 to {n - 1}")
-        return index
+        return class_index(text, self.config.labels, self.dit.config.num_classes)
 
     # ------------------------------------------------------------------ generation
 

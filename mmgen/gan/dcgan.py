@@ -58,6 +58,7 @@ class DCGANConfig:
     conditions: tuple[int, ...] = ()  # values of each categorical condition; () unconditional
     embed_dim: int = 64  # E: width of G's condition embedding (conditional only)
     discriminator_norm: str = "batch"  # "batch", "spectral" or "none" (see module docstring)
+    aux_classifier: bool = False  # D also predicts each condition (AC-GAN; conditional only)
 
     def __post_init__(self):
         self.conditions = tuple(self.conditions)
@@ -66,6 +67,8 @@ class DCGANConfig:
         if any(n < 2 for n in self.conditions):
             raise ValueError(f"DCGANConfig.conditions: every condition needs >= 2 values, "
                              f"got {self.conditions}")
+        if self.aux_classifier and not self.conditions:
+            raise ValueError("DCGANConfig.aux_classifier needs conditions to predict")
 
 
 class Generator(nn.Module):
@@ -87,11 +90,17 @@ class Generator(nn.Module):
         layers += [nn.ConvTranspose2d(w, config.channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.main = nn.Sequential(*layers)
 
+    def input_vector(self, z: torch.Tensor, labels: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """What the network reads: z (B, nz), with the summed condition embeddings appended
+        (B, nz + E) for a conditional G."""
+        if not self.label_embed:
+            return z
+        e = sum(emb(labels[:, i]) for i, emb in enumerate(self.label_embed))  # (B, E)
+        return torch.cat([z, e], dim=1)  # (B, nz + E)
+
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if self.label_embed:
-            e = sum(emb(labels[:, i]) for i, emb in enumerate(self.label_embed))  # (B, E)
-            z = torch.cat([z, e], dim=1)  # (B, nz + E)
-        return self.main(z[:, :, None, None])  # (B, C, H, W)
+        return self.main(self.input_vector(z, labels)[:, :, None, None])  # (B, C, H, W)
 
 
 class Discriminator(nn.Module):
@@ -114,14 +123,21 @@ class Discriminator(nn.Module):
         self.main = nn.Sequential(*layers)
         self.class_embed = nn.ModuleList(wrap(nn.Embedding(n, mults[-1] * w))
                                          for n in config.conditions)
+        self.aux_heads = nn.ModuleList(wrap(nn.Linear(mults[-1] * w, n))
+                                       for n in config.conditions if config.aux_classifier)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None,
+                with_classes: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits (B,); with ``with_classes`` also the auxiliary classifier's logits, one
+        (B, n) tensor per condition (AC-GAN, Odena et al. 2017)."""
         h = self.main[:-1](x)  # (B, 8w, start, start) at 64 px
         logit = self.main[-1](h).flatten()  # (B,)
-        if self.class_embed:
-            pooled = h.sum(dim=(2, 3))  # (B, 8w)
-            for i, emb in enumerate(self.class_embed):
-                logit = logit + (emb(labels[:, i]) * pooled).sum(dim=1)  # projection
+        pooled = h.sum(dim=(2, 3))  # (B, 8w)
+        for i, emb in enumerate(self.class_embed):
+            logit = logit + (emb(labels[:, i]) * pooled).sum(dim=1)  # projection
+        if with_classes:
+            return logit, [head(pooled) for head in self.aux_heads]
         return logit
 
 
@@ -166,10 +182,20 @@ class DCGAN(PretrainedModel):
         """Images (B, C, H, W) in [-1, 1] from latents (B, nz) and labels (B, K)."""
         return self.generator(z, self.check_labels(labels, len(z)))
 
+    def input_vector(self, z: torch.Tensor, labels: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """G's input w = [z, embedded labels] (B, nz [+ E]): the vector that latent
+        interpolation and arithmetic work on (:mod:`mmgen.latents`)."""
+        return self.generator.input_vector(z, self.check_labels(labels, len(z)))
+
+    def synthesize(self, w: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in [-1, 1] from G's input vectors w (B, nz [+ E])."""
+        return self.generator.main(w[:, :, None, None])
+
 
 def _init_weights(m: nn.Module) -> None:
     """The paper's N(0, 0.02) weights; batch-norm scales N(1, 0.02), shifts 0."""
-    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding, nn.Linear)):
         weight = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
         nn.init.normal_(weight, 0.0, 0.02)
     elif isinstance(m, nn.BatchNorm2d):

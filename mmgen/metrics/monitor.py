@@ -7,9 +7,13 @@ and logs, to ``monitor.csv`` (plotted to ``monitor.png``) in the run folder:
 
 * ``class_entropy_bits``: the entropy of the classes read in the samples (log2 of the class
   count when every class is equally frequent; it falls as the generator collapses onto a few
-  modes), and ``largest_class_share``;
+  modes), ``largest_class_share``, and the histogram itself: ``share_C``, the share of
+  samples read as class C (single-head classifiers);
 * ``label_accuracy``: how often the classifier reads the requested label (conditional
-  generators), and ``worst_label_accuracy``, the same for the weakest requested class;
+  generators), and ``worst_label_accuracy``, the same for the weakest requested class. A
+  multi-head classifier (``head`` returns ``{attribute: logits}``, e.g. the Shapes one) reads
+  every attribute: then a sample is right when all are, the weakest is the attribute read
+  right least often, and the class counts are over attribute combinations;
 * ``fid``: the Fréchet distance to real images in the classifier's feature space.
 
 The grid of the first 64 samples goes to ``samples/step_NNNNNNNN.png``, and one line to the
@@ -79,7 +83,8 @@ class GeneratorMonitor:
             self.log.plot()
             _save_grid(images[:64], Path(trainer.out_dir) / "samples" / f"step_{step:08d}.png")
             tqdm.write(f"[monitor] step {step}: " + ", ".join(
-                f"{k} {v:.4g}" for k, v in row.items() if k != "step"))
+                f"{k} {v:.4g}" for k, v in row.items()
+                if k != "step" and not k.startswith("share_")))
 
     @torch.no_grad()
     def look(self, model: nn.Module) -> tuple[torch.Tensor, dict[str, float]]:
@@ -95,19 +100,29 @@ class GeneratorMonitor:
         device = next(self.classifier.parameters()).device
         x = self.preprocess(images.to(device))
         features = self.classifier.forward_features(x)  # (N, D)
-        predicted = self.classifier.head(features).argmax(dim=1).cpu()  # (N,)
+        head = self.classifier.head
+        logits = {k: h(features) for k, h in head.items()} if isinstance(head, nn.ModuleDict) \
+            else head(features)  # (N, classes), or {attribute: (N, classes)}
+        heads = list(logits.values()) if isinstance(logits, dict) else [logits]
+        predicted = torch.stack([h.argmax(dim=1) for h in heads], dim=1).cpu()  # (N, K)
         features = features.float().cpu()
-        counts = torch.bincount(predicted).double()
+        _, combos = predicted.unique(dim=0, return_inverse=True)  # (N,): class or combination
+        counts = torch.bincount(combos).double()
         share = counts[counts > 0] / self.num_samples
         row = {"class_entropy_bits": float(-(share * share.log2()).sum()),
                "largest_class_share": float(share.max()),
                "fid": fid(self.real_features, features).value}
+        if len(heads) == 1:  # the histogram of the classes read: one column per class
+            shares = torch.bincount(predicted[:, 0], minlength=heads[0].shape[1])
+            row |= {f"share_{c}": float(k) / self.num_samples for c, k in enumerate(shares)}
         if self.labels is not None:
-            wanted = self.labels[:, self.label_column].cpu()
-            right = (predicted == wanted).double()
-            row["label_accuracy"] = float(right.mean())
-            row["worst_label_accuracy"] = min(  # the weakest requested class
-                float(right[wanted == c].mean()) for c in wanted.unique())
+            wanted = self.labels.cpu() if len(heads) > 1 else \
+                self.labels[:, self.label_column:self.label_column + 1].cpu()  # (N, K)
+            right = predicted == wanted  # (N, K)
+            row["label_accuracy"] = float(right.all(dim=1).double().mean())
+            row["worst_label_accuracy"] = min(  # the weakest requested class / attribute
+                float(right[wanted[:, 0] == c, 0].double().mean()) for c in wanted[:, 0].unique()
+            ) if len(heads) == 1 else float(right.double().mean(dim=0).min())
         return images, row
 
 

@@ -18,6 +18,7 @@ from mmgen.recipes.base import (
 )
 from mmgen.recipes.classifiers import CLASSIFIER_RECIPES, ClassifierRecipe, mnist_classifier
 from mmgen.recipes.clip import CLIP_RECIPES, ClipRecipe
+from mmgen.recipes.onestep import ONESTEP_RECIPES, ConvVAERecipe, GANRecipe
 from mmgen.recipes.t2i import T2I_RECIPES, T2IRecipe, VAERecipe
 
 
@@ -26,7 +27,7 @@ def list_recipes() -> list[str]:
     return sorted(RECIPES)
 
 
-__all__ = ["CLASSIFIER_RECIPES", "CLIP_RECIPES", "RECIPES", "T2I_RECIPES", "ClassifierRecipe",
-           "ClipRecipe", "Recipe", "Setup", "T2IRecipe", "VAERecipe", "get_recipe",
-           "list_recipes", "missed_targets", "mnist_classifier", "register_recipes",
-           "run_recipe"]
+__all__ = ["CLASSIFIER_RECIPES", "CLIP_RECIPES", "ONESTEP_RECIPES", "RECIPES", "T2I_RECIPES",
+           "ClassifierRecipe", "ClipRecipe", "ConvVAERecipe", "GANRecipe", "Recipe", "Setup",
+           "T2IRecipe", "VAERecipe", "get_recipe", "list_recipes", "missed_targets",
+           "mnist_classifier", "register_recipes", "run_recipe"]

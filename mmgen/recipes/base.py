@@ -46,6 +46,10 @@ class Setup:
     #   preprocessing, ...)
     parts: dict[str, Any] = field(default_factory=dict)  # frozen networks and anything else
     #   the export and evaluation of this run need
+    optimizers: list[torch.optim.Optimizer] | None = None  # several (a GAN's D and G), or
+    #   None: the Trainer's one AdamW
+    callbacks: list[Callable[..., None]] = field(default_factory=list)  # Trainer callbacks
+    #   (e.g. a GeneratorMonitor)
 
 
 @dataclass(kw_only=True)
@@ -100,7 +104,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, name: str,
     torch.manual_seed(cfg.seed)
     setup = recipe.setup(out_dir, resume)
     trainer = Trainer(setup.model, setup.objective, setup.dataset, cfg,
-                      collate_fn=setup.collate_fn)
+                      optimizers=setup.optimizers, collate_fn=setup.collate_fn,
+                      callbacks=setup.callbacks)
     start = time.perf_counter()
     trainer.fit(resume="latest" if resume else None)
     final = trainer.final_model()

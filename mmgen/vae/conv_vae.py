@@ -101,7 +101,19 @@ class ConvVAE(PretrainedModel):
         """Images (B, C, H, W) in [-1, 1]: the mean of p(x | z) (unconditional: no labels)."""
         if labels is not None:
             raise ValueError("this VAE is unconditional; pass no labels")
-        params = self.decode(z)
+        return self.synthesize(z)
+
+    def input_vector(self, z: torch.Tensor, labels: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """The decoder's input: z itself (B, D) (the one-step generator protocol, see
+        :mod:`mmgen.latents`)."""
+        if labels is not None:
+            raise ValueError("this VAE is unconditional; pass no labels")
+        return z
+
+    def synthesize(self, w: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in [-1, 1]: the mean of p(x | z = w)."""
+        params = self.decode(w)
         mean = torch.sigmoid(params) if self.config.likelihood == "bernoulli" else params
         return mean.clamp(0, 1) * 2 - 1
 

@@ -1,5 +1,6 @@
 """Train the tiny MLP (or, with ``--gan``, a tiny conditional DCGAN on MNIST: two optimizers,
-batch norm, the adversarial objective) with the mmgen Trainer; run directly or under torchrun.
+batch norm, the adversarial objective with AC-GAN's loss, a GeneratorMonitor; with ``--vae``,
+a tiny ConvVAE on binarised MNIST) with the mmgen Trainer; run directly or under torchrun.
 
     python tests/train_scripts/train_mlp.py --out /tmp/run --steps 40 --ckpt-every 10
     torchrun --standalone --nproc_per_node 2 tests/train_scripts/train_mlp.py --out /tmp/run2
@@ -41,6 +42,7 @@ def main() -> None:
     p.add_argument("--two-optimizers", action="store_true",
                    help="optimizer 0 trains the first layer, optimizer 1 the rest")
     p.add_argument("--gan", action="store_true", help="train gan/dcgan/tiny on MNIST instead")
+    p.add_argument("--vae", action="store_true", help="train vae/conv/tiny on MNIST instead")
     args = p.parse_args()
 
     config = TrainConfig(
@@ -59,18 +61,36 @@ def main() -> None:
         rest = [p for p in model.parameters() if all(p is not f for f in first)]
         optimizers = [torch.optim.AdamW(first, lr=1e-3), torch.optim.SGD(rest, lr=1e-2)]
     data = TinyRegression(augment=args.augment)
+    callbacks = [slow_down]
     if args.gan:
         import mmgen
         from mmgen.data import MNIST
         from mmgen.gan.objective import GANObjective
+        from mmgen.metrics.monitor import GeneratorMonitor
+        from mmgen.metrics.onestep import lenet_input
 
         torch.manual_seed(config.seed)
-        model, objective, data = (mmgen.create_model("gan/dcgan/tiny"), GANObjective(),
-                                  MNIST("test", normalize=True))
+        model, objective, data = (mmgen.create_model("gan/dcgan/tiny", aux_classifier=True),
+                                  GANObjective(aux_weight=1.0), MNIST("test", normalize=True))
         optimizers = [torch.optim.Adam(model.discriminator.parameters(), 2e-4, betas=(0.5, 0.999)),
                       torch.optim.Adam(model.generator.parameters(), 2e-4, betas=(0.5, 0.999))]
+        lenet = mmgen.load("mnist-lenet5").eval()
+        real = torch.stack([data[i][0] for i in range(100)])  # (100, 1, 28, 28) in [-1, 1]
+        monitor = GeneratorMonitor(lenet, lenet.forward_features(real).detach(), every=10,
+                                   num_samples=100, labels=(torch.arange(100) % 10)[:, None],
+                                   preprocess=lambda x: lenet_input(lenet, x))
+        callbacks.append(monitor)
+    if args.vae:
+        import mmgen
+        from mmgen.data import MNIST
+        from mmgen.recipes.onestep import binarize
+        from mmgen.vae.objective import ELBOObjective
+
+        torch.manual_seed(config.seed)
+        model, objective, optimizers = mmgen.create_model("vae/conv/tiny"), ELBOObjective(), None
+        data = MNIST("test", transform=binarize)
     trainer = Trainer(model, objective, data, config, optimizers=optimizers,
-                      callbacks=[slow_down])
+                      callbacks=callbacks)
     metrics = trainer.fit(resume=args.resume)
     if trainer.is_main_process:
         loss = metrics["loss_0" if args.two_optimizers or args.gan else "loss"]
