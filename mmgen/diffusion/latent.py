@@ -100,13 +100,14 @@ class LatentDiffusionPipeline(Pipeline):
     @staticmethod
     def _progress(total: int, progress: bool, callback: StepCallback | None
                   ) -> tuple[tqdm, Callable[[int, int, torch.Tensor], Any]]:
-        """A progress bar over ``total`` steps, and the step callback that advances it and
-        then calls ``callback`` (whose False cancels)."""
-        bar = tqdm(total=total, desc="generate", disable=not progress, unit="step",
+        """A progress bar over ``total`` image-steps (images x sampler steps), and the step
+        callback that advances it by the batch's images and then calls ``callback`` (whose
+        False cancels)."""
+        bar = tqdm(total=total, desc="generate", disable=not progress, unit="image-step",
                    leave=False)
 
         def on_step(i: int, t: int, x: torch.Tensor) -> Any:
-            bar.update(1)
+            bar.update(len(x))
             return None if callback is None else callback(i, t, x)
 
         return bar, on_step

@@ -190,7 +190,7 @@ class TextToImagePipeline(LatentDiffusionPipeline):
         with bar, self._kernels():
             for lo in range(0, len(prompts), batch):
                 sl = slice(lo, lo + batch)
-                bar.update(skipped)
+                bar.update(skipped * len(prompts[sl]))
                 latents = self._denoise(req, prompts[sl], negatives[sl], seeds[sl], init,
                                         latent_mask, on_step)
                 for k, img in enumerate(self.decode_latents(latents)):

@@ -1,0 +1,122 @@
+"""Does a Shapes CLIP read real images, not only exact renders? (issue #24's evaluation)
+
+For the items of ``test`` (colour-shape pairs seen in training: *seen*) and of
+``test_compositional`` (the held-out pairs: *held_out*), each image is read two ways:
+
+* **retrieval**: the image's embedding ranks all 1,296 canonical captions (every attribute
+  combination); right when the top caption is the image's own (all five attributes);
+* **zero-shot** per attribute, with the prompt ensembles of
+  :func:`mmgen.metrics.shapes_benchmark.attribute_templates`.
+
+on the clean renders, on each perturbation of :data:`PERTURBATIONS` alone (Gaussian blur
+sigma 1, pixel noise sigma 8/255, JPEG quality 70, a shift of up to 2 px per axis) and on all
+of them combined, and on images a text-to-image model generated from the same captions (passed
+in: ``scripts/clip_robustness.py`` makes them with ``shapes-t2i``). Results are keyed
+``GROUP/INPUT/METRIC``, e.g. ``held_out/jpeg/retrieval`` or ``seen/generated/zero_shot_color``.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as TF
+
+from mmgen.clip.zero_shot import class_embeddings, encode_images
+from mmgen.data import shapes
+from mmgen.data.shapes_augment import translate
+
+GROUPS = {"seen": "test", "held_out": "test_compositional"}  # group -> Shapes split
+PERTURBATIONS = ("blur", "noise", "jpeg", "shift", "combined")
+BLUR_SIGMA = 1.0  # Gaussian blur (pixels)
+NOISE_SIGMA = 8 / 255  # pixel noise, images in [0, 1]
+JPEG_QUALITY = 70
+MAX_SHIFT = 2  # pixels per axis
+
+
+def perturb(images: torch.Tensor, name: str, seed: int = 0) -> torch.Tensor:
+    """``images`` (N, 3, H, W) in [0, 1] after perturbation ``name`` (one of
+    :data:`PERTURBATIONS`; "combined" applies shift, blur, noise and JPEG in that order, as a
+    generated image saved to disk would meet them). Random draws come from ``seed``."""
+    if name not in PERTURBATIONS:
+        raise ValueError(f"unknown perturbation {name!r}; expected one of {PERTURBATIONS}")
+    rng = np.random.default_rng(seed)
+    steps = ("shift", "blur", "noise", "jpeg") if name == "combined" else (name,)
+    x = images
+    for step in steps:
+        if step == "shift":
+            moves = rng.integers(-MAX_SHIFT, MAX_SHIFT + 1, size=(len(x), 2))
+            x = torch.stack([translate(im, int(dx), int(dy)) for im, (dx, dy) in zip(x, moves,
+                                                                                     strict=True)])
+        elif step == "blur":
+            x = TF.gaussian_blur(x, kernel_size=7, sigma=BLUR_SIGMA)
+        elif step == "noise":
+            noise = torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32))
+            x = (x + NOISE_SIGMA * noise).clamp(0, 1)
+        else:
+            x = torch.stack([_jpeg(im) for im in x])
+    return x
+
+
+def _jpeg(image: torch.Tensor) -> torch.Tensor:
+    """One image (3, H, W) in [0, 1] through JPEG at :data:`JPEG_QUALITY` (as 8-bit RGB)."""
+    arr = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(arr).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    back = np.asarray(Image.open(buffer).convert("RGB"), dtype=np.float32) / 255
+    return torch.from_numpy(back).permute(2, 0, 1)
+
+
+@torch.no_grad()
+def read_images(model: torch.nn.Module, tokenize, images: torch.Tensor, labels: torch.Tensor,
+                caption_emb: torch.Tensor, combos: torch.Tensor,
+                attribute_emb: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Retrieval among all canonical captions and per-attribute zero-shot accuracy of
+    ``images`` (N, 3, H, W) in [0, 1] whose attributes are ``labels`` (N, 5)."""
+    emb = encode_images(model, model.normalize_images(images)).cpu()  # (N, D)
+    top = (emb @ caption_emb.t()).argmax(dim=1)  # (N,) index into combos
+    out = {"retrieval": float((combos[top] == labels).all(dim=1).double().mean())}
+    for i, attr in enumerate(shapes.ATTRIBUTES):
+        pred = (emb @ attribute_emb[attr].t()).argmax(dim=1)
+        out[f"zero_shot_{attr}"] = float((pred == labels[:, i]).double().mean())
+    return out
+
+
+@torch.no_grad()
+def clip_robustness(model: torch.nn.Module, tokenize, n: int = 500,
+                    generated: dict[str, torch.Tensor] | None = None,
+                    seed: int = 0) -> dict[str, float]:
+    """The evaluation of the module docstring on the first ``n`` items of each group's split
+    (seed 1, the captions every Shapes evaluation uses). ``generated`` maps a group to the
+    images (n, 3, H, W) in [0, 1] generated from those items' canonical captions."""
+    model.eval()
+    device = next(model.parameters()).device
+    every = shapes.all_combinations()  # 1,296 attribute combinations
+    combos = torch.tensor([a.labels for a in every])  # (1296, 5)
+    captions = [shapes.caption(a) for a in every]
+    caption_emb = torch.cat([model.encode_text(tokenize(captions[i:i + 256]).to(device),
+                                               normalize=True).cpu()
+                             for i in range(0, len(captions), 256)])  # (1296, D)
+    attribute_emb = {a: class_embeddings(model, tokenize, shapes.CLASS_NAMES[a],
+                                         _templates(a)).cpu() for a in shapes.ATTRIBUTES}
+    results: dict[str, float] = {}
+    for group, split in GROUPS.items():
+        batch = shapes.ShapesDataset(split, length=n, seed=1).as_tensors()
+        clean = (batch["image"] + 1) / 2  # (n, 3, 64, 64)
+        labels = torch.stack([batch[a] for a in shapes.ATTRIBUTES], dim=1)  # (n, 5)
+        inputs = {"clean": clean} | {p: perturb(clean, p, seed) for p in PERTURBATIONS}
+        if generated is not None and group in generated:
+            inputs["generated"] = generated[group][:n]
+        for name, images in inputs.items():
+            read = read_images(model, tokenize, images, labels, caption_emb, combos,
+                               attribute_emb)
+            results |= {f"{group}/{name}/{k}": round(v, 5) for k, v in read.items()}
+    return results
+
+
+def _templates(attribute: str) -> list[str]:
+    from mmgen.metrics.shapes_benchmark import attribute_templates
+
+    return attribute_templates(attribute)
