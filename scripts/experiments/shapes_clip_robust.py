@@ -75,6 +75,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tower", choices=["finetune", "vit"], default="finetune")
     parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--recolor", type=float, default=0.0,
+                        help="share of objects painted off-palette, captioned without a "
+                             "colour (ShapesPairs.recolor_prob)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
@@ -86,7 +89,8 @@ def main() -> None:
     torch.manual_seed(0)
     model = build(args.tower)
     data = ShapesPairs("train", args.steps * 128, "varied",
-                       lambda im: clip_input(model, realistic(im)), shift=4, scale=0.1)
+                       lambda im: clip_input(model, realistic(im)), shift=4, scale=0.1,
+                       recolor_prob=args.recolor)
     out = Path(args.out)
     config = TrainConfig(steps=args.steps, batch_size=128,
                          lr=3e-4 if args.tower == "finetune" else 1e-3, lr_schedule="cosine",
