@@ -88,6 +88,17 @@ def write_new(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def write_file(path: str | os.PathLike, write: Callable[[Path], None],
+               overwrite: bool = True) -> Path:
+    """``write(tmp)`` then rename onto ``path``, atomically; with ``overwrite=False`` an
+    existing ``path`` is a ``FileExistsError`` (:func:`write_new`, checked atomically)."""
+    if not overwrite:
+        return write_new(path, write)
+    with atomic_path(path) as tmp:
+        write(tmp)
+    return Path(path)
+
+
 def write_numbered(folder: str | os.PathLike, write: Callable[[Path], None],
                    name: Callable[[int], str]) -> Path:
     """Write a new file ``folder/name(n)``, ``n`` one more than the highest number that

@@ -103,6 +103,15 @@ def native_cpu_convolutions() -> Iterator[None]:
         torch.backends.mkldnn.enabled = previous
 
 
+def batch_invariant_kernels(device: torch.device, enabled: bool = True
+                            ) -> contextlib.AbstractContextManager:
+    """:func:`native_cpu_convolutions` when ``enabled`` and ``device`` is the CPU (what a
+    pipeline's ``batch_invariant`` asks for); otherwise nothing changes."""
+    if enabled and device.type == "cpu":
+        return native_cpu_convolutions()
+    return contextlib.nullcontext()
+
+
 def prefers_channels_last(device: str | torch.device) -> bool:
     """Whether conv nets should use channels_last memory format on ``device``."""
     dev = resolve_device(device)

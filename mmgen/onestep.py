@@ -26,16 +26,16 @@ A model here follows the one-step protocol (see :mod:`mmgen.latents`): ``config.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from PIL import Image
 
+from mmgen.data import shapes
 from mmgen.device import (
     autocast,
-    native_cpu_convolutions,
+    batch_invariant_kernels,
     resolve_device,
     resolve_dtype,
 )
@@ -133,8 +133,6 @@ class OneStepPipeline(Pipeline):
         if kind == "class":
             index = class_index(text, self.config.labels, self.model.config.conditions[0])
             return class_prompt(index, self.config.labels), [index]
-        from mmgen.data import shapes
-
         attrs = shapes.parse(str(text))
         return shapes.caption(attrs), list(attrs.labels)
 
@@ -207,11 +205,10 @@ class OneStepPipeline(Pipeline):
         from tqdm.auto import tqdm
 
         batch = batch_size or self.config.batch_size
-        kernels = native_cpu_convolutions() if self.batch_invariant and \
-            self.device.type == "cpu" else contextlib.nullcontext()
         images: list[Image.Image] = []
-        with kernels, tqdm(total=len(w), desc="generate", unit="image", leave=False,
-                           disable=not progress) as bar:
+        bar = tqdm(total=len(w), desc="generate", unit="image", leave=False,
+                   disable=not progress)
+        with batch_invariant_kernels(self.device, self.batch_invariant), bar:
             for lo in range(0, len(w), batch):
                 with autocast(self.device, self.dtype):
                     pixels = self.model.synthesize(w[lo:lo + batch].to(self.device)).float()
@@ -257,7 +254,5 @@ def to_pil(pixels: torch.Tensor) -> list[Image.Image]:
 
 def _shapes_conditions() -> tuple[int, ...]:
     """Values of each Shapes attribute, in label order: (6, 4, 2, 9, 3)."""
-    from mmgen.data import shapes
-
     return tuple(len(shapes.CLASS_NAMES[a]) for a in shapes.ATTRIBUTES)
 

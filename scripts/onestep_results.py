@@ -38,11 +38,9 @@ def results(name: str, measure: bool) -> dict:
     import mmgen
     from mmgen.recipes import get_recipe
 
-    pipe = mmgen.load(name)
     if not measure:
-        return dict(pipe.model.info["results"])
-    recipe = get_recipe(name)
-    return recipe.evaluate(mmgen.hub.model_dir(name), None)
+        return dict(mmgen.load(name).model.info["results"])
+    return get_recipe(name).evaluate(mmgen.hub.model_dir(name), None)
 
 
 def mnist_pictures(out: Path) -> None:
@@ -76,10 +74,9 @@ def shapes_pictures(out: Path) -> None:
 
 def vae_pictures(out: Path) -> None:
     import mmgen
-    from mmgen.data.mnist import MNIST
+    from mmgen.data.mnist import MNIST, binarize
     from mmgen.diffusion.images import image_grid
     from mmgen.onestep import to_pil
-    from mmgen.recipes.onestep import binarize
 
     pipe = mmgen.load("mnist-vae")
     vae = pipe.model.float()

@@ -10,7 +10,6 @@ loaded, and the output is written atomically (a failure leaves no file behind).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +90,7 @@ def _add_dtype(p: argparse.ArgumentParser) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """Write a grid of samples: ``-n`` per condition, image i with seed ``--seed`` + i."""
+    from mmgen.checkpoint import write_file
     from mmgen.diffusion.images import image_grid
     from mmgen.diffusion.metadata import GenerationRequest
 
@@ -121,7 +121,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     scale = max(1, GRID_TILE // images[0].width)
     chars = images[0].width * scale // 6  # characters per label line (~6 px each)
     grid = image_grid(images, cols=cols, labels=labels, scale=scale, label_width=chars)
-    print(_write(out, lambda tmp: grid.save(tmp, format="PNG"), args.overwrite))
+    print(write_file(out, lambda tmp: grid.save(tmp, format="PNG"), args.overwrite))
     return 0
 
 
@@ -129,6 +129,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     """Write a latent walk from (--from, --seed) to (--to, --end-seed)."""
     from PIL import Image
 
+    from mmgen.checkpoint import write_file
     from mmgen.diffusion.images import image_grid
     from mmgen.limits import MAX_IMAGES, check_seed
 
@@ -171,7 +172,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
                 loop=0,
             )
 
-    print(_write(out, save, args.overwrite))
+    print(write_file(out, save, args.overwrite))
     return 0
 
 
@@ -233,18 +234,6 @@ def _out_path(out: str, suffixes: tuple[str, ...], overwrite: bool) -> Path:
         raise CLIError(f"--out {out} is a folder; give a file ending in {suffixes[0]}")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; --overwrite replaces it")
-    return path
-
-
-def _write(path: Path, save: Callable[[Path], None], overwrite: bool) -> Path:
-    """``save(tmp)`` then rename onto ``path``: atomic, and never replacing a file that
-    appeared meanwhile unless ``overwrite``."""
-    from mmgen.checkpoint import atomic_path, write_new
-
-    if not overwrite:
-        return write_new(path, save)
-    with atomic_path(path) as tmp:
-        save(tmp)
     return path
 
 

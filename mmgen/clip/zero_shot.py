@@ -51,6 +51,16 @@ def encode_images(model: nn.Module, images: torch.Tensor, batch_size: int = 256
 
 
 @torch.no_grad()
+def encode_texts(model: nn.Module, tokenize: Callable[[Sequence[str]], torch.Tensor],
+                 captions: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    """Normalised text embeddings (N, D) of ``captions``, in batches, on the CPU."""
+    device = next(model.parameters()).device
+    return torch.cat([model.encode_text(tokenize(captions[i:i + batch_size]).to(device),
+                                        normalize=True).cpu()
+                      for i in range(0, len(captions), batch_size)])
+
+
+@torch.no_grad()
 def zero_shot(model: nn.Module, tokenize: Callable[[Sequence[str]], torch.Tensor],
               images: torch.Tensor, class_names: Sequence[str],
               templates: Sequence[str] = DEFAULT_TEMPLATES) -> torch.Tensor:

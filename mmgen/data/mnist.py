@@ -144,3 +144,9 @@ class MNIST(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return image, int(self.labels[i])
+
+
+def binarize(x: torch.Tensor) -> torch.Tensor:
+    """Digits in [0, 1] -> {0, 1} at 0.5 (the fixed binarisation of binarised-MNIST
+    likelihoods), e.g. ``MNIST(split, transform=binarize)``."""
+    return (x > 0.5).float()

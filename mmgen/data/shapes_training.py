@@ -1,6 +1,6 @@
 """Shapes as training data for each family: labelled images (classifiers), images (VAEs),
-(image, caption) pairs (CLIP) and (latent, caption) pairs (latent text-to-image); and
-captioned pairs from a folder of images.
+(image, labels) pairs (conditional GANs), (image, caption) pairs (CLIP) and (latent, caption)
+pairs (latent text-to-image); and captioned pairs from a folder of images.
 
 Every random choice of an item is a pure function of (seed, index), so a resumed run sees the
 same data; torch's global RNG (checkpointed by the Trainer) is left to augmentations.
@@ -67,6 +67,21 @@ class ShapesImages(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.data[i]["image"]
+
+
+class ShapesConditions(Dataset):
+    """Shapes ``split`` items as (image (3, 64, 64) in [-1, 1], labels (5,)) pairs, for
+    generators conditioned on the five attributes."""
+
+    def __init__(self, split: str, length: int):
+        self.data = shapes.ShapesDataset(split, length=length)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        attrs = self.data.attrs(i)
+        return shapes.to_tensor(shapes.render_array(attrs)), torch.tensor(attrs.labels)
 
 
 class ShapesPairs(Dataset):

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from mmgen.device import (
     autocast,
-    native_cpu_convolutions,
+    batch_invariant_kernels,
     prefers_channels_last,
     resolve_device,
     resolve_dtype,
@@ -69,9 +69,7 @@ class LatentDiffusionPipeline(Pipeline):
 
     def _kernels(self) -> contextlib.AbstractContextManager:
         """Batch-invariant convolution kernels on the CPU (see ``batch_invariant``)."""
-        if self.batch_invariant and self.device.type == "cpu":
-            return native_cpu_convolutions()
-        return contextlib.nullcontext()
+        return batch_invariant_kernels(self.device, self.batch_invariant)
 
     def _denoiser_call(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
                        dtype: torch.dtype) -> torch.Tensor:

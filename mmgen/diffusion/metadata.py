@@ -28,7 +28,7 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
-from mmgen.checkpoint import atomic_path, write_new, write_numbered
+from mmgen.checkpoint import write_file, write_numbered
 from mmgen.limits import (
     MAX_IMAGES,
     MAX_INPUT_PIXELS,
@@ -206,12 +206,7 @@ def attach(image: Image.Image, params: GenerationParams) -> Image.Image:
 def save_png(image: Image.Image, path: str | Path, overwrite: bool = True) -> Path:
     """Write ``image`` as a PNG with its generation parameters, atomically; with
     ``overwrite=False`` an existing ``path`` is a ``FileExistsError`` (checked atomically)."""
-    path = Path(path)
-    if not overwrite:
-        return write_new(path, lambda tmp: _write_png(image, tmp))
-    with atomic_path(path) as tmp:
-        _write_png(image, tmp)
-    return path
+    return write_file(path, lambda tmp: _write_png(image, tmp), overwrite)
 
 
 def save_png_numbered(image: Image.Image, folder: str | Path, label: str) -> Path:

@@ -24,9 +24,10 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from mmgen.clip.zero_shot import class_embeddings, encode_images
+from mmgen.clip.zero_shot import class_embeddings, encode_images, encode_texts
 from mmgen.data import shapes
 from mmgen.data.shapes_augment import translate
+from mmgen.metrics.shapes_benchmark import attribute_templates
 
 GROUPS = {"seen": "test", "held_out": "test_compositional"}  # group -> Shapes split
 PERTURBATIONS = ("blur", "noise", "jpeg", "shift", "combined")
@@ -56,15 +57,15 @@ def perturb(images: torch.Tensor, name: str, seed: int = 0) -> torch.Tensor:
             noise = torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32))
             x = (x + NOISE_SIGMA * noise).clamp(0, 1)
         else:
-            x = torch.stack([_jpeg(im) for im in x])
+            x = torch.stack([jpeg(im) for im in x])
     return x
 
 
-def _jpeg(image: torch.Tensor) -> torch.Tensor:
-    """One image (3, H, W) in [0, 1] through JPEG at :data:`JPEG_QUALITY` (as 8-bit RGB)."""
+def jpeg(image: torch.Tensor, quality: float = JPEG_QUALITY) -> torch.Tensor:
+    """One image (3, H, W) in [0, 1] through JPEG at ``quality`` (as 8-bit RGB)."""
     arr = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     buffer = io.BytesIO()
-    Image.fromarray(arr).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    Image.fromarray(arr).save(buffer, format="JPEG", quality=int(quality))
     back = np.asarray(Image.open(buffer).convert("RGB"), dtype=np.float32) / 255
     return torch.from_numpy(back).permute(2, 0, 1)
 
@@ -92,15 +93,12 @@ def clip_robustness(model: torch.nn.Module, tokenize, n: int = 500,
     (seed 1, the captions every Shapes evaluation uses). ``generated`` maps a group to the
     images (n, 3, H, W) in [0, 1] generated from those items' canonical captions."""
     model.eval()
-    device = next(model.parameters()).device
     every = shapes.all_combinations()  # 1,296 attribute combinations
     combos = torch.tensor([a.labels for a in every])  # (1296, 5)
-    captions = [shapes.caption(a) for a in every]
-    caption_emb = torch.cat([model.encode_text(tokenize(captions[i:i + 256]).to(device),
-                                               normalize=True).cpu()
-                             for i in range(0, len(captions), 256)])  # (1296, D)
+    caption_emb = encode_texts(model, tokenize, [shapes.caption(a) for a in every])  # (1296, D)
     attribute_emb = {a: class_embeddings(model, tokenize, shapes.CLASS_NAMES[a],
-                                         _templates(a)).cpu() for a in shapes.ATTRIBUTES}
+                                         attribute_templates(a)).cpu()
+                     for a in shapes.ATTRIBUTES}
     results: dict[str, float] = {}
     for group, split in GROUPS.items():
         batch = shapes.ShapesDataset(split, length=n, seed=1).as_tensors()
@@ -115,8 +113,3 @@ def clip_robustness(model: torch.nn.Module, tokenize, n: int = 500,
             results |= {f"{group}/{name}/{k}": round(v, 5) for k, v in read.items()}
     return results
 
-
-def _templates(attribute: str) -> list[str]:
-    from mmgen.metrics.shapes_benchmark import attribute_templates
-
-    return attribute_templates(attribute)

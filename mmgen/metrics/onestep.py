@@ -91,16 +91,15 @@ def shapes_generator_results(pipe: Any, n: int = 500, prompt_seed: int = 1,
 
     results: dict[str, float] = {}
     for split in splits:
-        prompts = [shapes.caption(shapes.sample_attrs(split, prompt_seed, i)) for i in range(n)]
+        batch = shapes.ShapesDataset(split, length=n, seed=prompt_seed).as_tensors()
+        prompts = batch["caption"]  # canonical captions, and the renders of them
         images = pipe(prompts, seed=0)
         adherence = shapes_adherence(images, prompts, progress=False)
         results[f"{split}/adherence_all5"] = round(adherence.all.value, 5)
         for attr, rate in adherence.per_attribute.items():
             results[f"{split}/{attr}"] = round(rate, 5)
-        real = (shapes.ShapesDataset(split, length=n, seed=prompt_seed).as_tensors()["image"]
-                + 1) / 2  # the renders of the same captions
         results[f"{split}/shapes_fid"] = round(
-            shapes_fid(real, to_tensor(images), progress=False).value, 3)
+            shapes_fid((batch["image"] + 1) / 2, images, progress=False).value, 3)
     return results
 
 

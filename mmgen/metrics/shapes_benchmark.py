@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from mmgen.clip.zero_shot import class_embeddings, encode_images, retrieve
+from mmgen.clip.zero_shot import class_embeddings, encode_images, encode_texts, retrieve
 from mmgen.data import shapes
 from mmgen.device import batched
 from mmgen.metrics.reconstruction import psnr
@@ -78,10 +78,7 @@ def evaluate_shapes_clip(model: torch.nn.Module, tokenize, n: int = 1000) -> dic
 
 
 def _retrieval(model, tokenize, batch: dict[str, Any], image_emb: torch.Tensor) -> float:
-    device = next(model.parameters()).device
-    queries = torch.cat([model.encode_text(tokenize(batch["caption"][i:i + 256]).to(device),
-                                           normalize=True).cpu()
-                         for i in range(0, len(batch["caption"]), 256)])  # (n, D)
+    queries = encode_texts(model, tokenize, batch["caption"])  # (n, D)
     _, top = retrieve(queries, image_emb, k=1)  # (n, 1)
     labels = torch.stack([batch[a] for a in shapes.ATTRIBUTES], 1)  # (n, 5)
     hit = (labels[top[:, 0]] == labels).all(1)

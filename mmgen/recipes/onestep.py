@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from mmgen.data.mnist import binarize
+from mmgen.data.shapes_training import ShapesConditions
 from mmgen.gan.objective import GANObjective
 from mmgen.metrics.monitor import GeneratorMonitor
 from mmgen.onestep import OneStepConfig, OneStepPipeline
@@ -37,29 +39,6 @@ from mmgen.vae.objective import ELBOObjective
 DATASETS = ("mnist", "shapes")
 SHAPES_ITEMS = 1_000_000  # items of the Shapes training set (fixed: a longer run sees the
 #   same batches first)
-
-
-class ShapesConditions(Dataset):
-    """Shapes ``split`` items as (image (3, 64, 64) in [-1, 1], labels (5,)) pairs."""
-
-    def __init__(self, split: str, length: int):
-        from mmgen.data import shapes
-
-        self.data = shapes.ShapesDataset(split, length=length)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from mmgen.data import shapes
-
-        attrs = self.data.attrs(i)
-        return shapes.to_tensor(shapes.render_array(attrs)), torch.tensor(attrs.labels)
-
-
-def binarize(x: torch.Tensor) -> torch.Tensor:
-    """MNIST in [0, 1] -> {0, 1} at 0.5 (the fixed binarisation)."""
-    return (x > 0.5).float()
 
 
 @torch.no_grad()
@@ -112,11 +91,11 @@ class GANRecipe(Recipe):
                       torch.optim.Adam(model.generator.parameters(), lr, betas=self.betas)]
         objective = GANObjective(self.loss, aux_weight=self.aux_weight,
                                  l1_weight=self.l1_weight, instance_noise=self.instance_noise)
-        data, monitor = self._data() if self.dataset == "mnist" else self._shapes()
+        data, monitor = self._mnist() if self.dataset == "mnist" else self._shapes()
         return Setup(model, objective, data, info={"dataset": self.dataset},
                      optimizers=optimizers, callbacks=[monitor])
 
-    def _data(self) -> tuple[Dataset, GeneratorMonitor]:
+    def _mnist(self) -> tuple[Dataset, GeneratorMonitor]:
         from mmgen.data.mnist import MNIST
         from mmgen.hub import load
         from mmgen.metrics.onestep import lenet_input
@@ -153,8 +132,7 @@ class GANRecipe(Recipe):
         return OneStepPipeline(model, config)
 
     def export(self, model: torch.nn.Module, setup: Setup, folder: Path) -> Path:
-        calibrated = recalibrate_batch_norm(model)
-        calibrated.info = model.info
+        calibrated = recalibrate_batch_norm(model)  # (a copy: info included)
         return self.pipeline(calibrated).save_pretrained(folder, dtype=torch.float16)
 
     def evaluate(self, folder: Path, setup: Setup) -> dict[str, float]:

@@ -16,23 +16,13 @@ ViT image tower from scratch (the issue prefers a general tower). Both start fro
 from __future__ import annotations
 
 import argparse
-import io
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-
-def jpeg(x: torch.Tensor, quality: float) -> torch.Tensor:
-    """An image (3, H, W) in [0, 1] through JPEG at ``quality``."""
-    arr = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(arr).save(buffer, format="JPEG", quality=int(quality))
-    back = np.asarray(Image.open(buffer).convert("RGB"), dtype=np.float32) / 255
-    return torch.from_numpy(back).permute(2, 0, 1)
+from mmgen.metrics.clip_robustness import jpeg
 
 
 def realistic(image: torch.Tensor) -> torch.Tensor:

@@ -83,7 +83,7 @@ def main() -> None:
     if args.vae:
         import mmgen
         from mmgen.data import MNIST
-        from mmgen.recipes.onestep import binarize
+        from mmgen.data.mnist import binarize
         from mmgen.vae.objective import ELBOObjective
 
         torch.manual_seed(config.seed)
