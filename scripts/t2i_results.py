@@ -50,16 +50,32 @@ SPLITS = ("test", "test_compositional")
 FID_CLAIM = 1.10  # DDIM 25 steps' Shapes FID at most 10 % above DDPM 1000 steps'
 
 
-def measure(images, prompts, real_features, features) -> dict:
+def measure(images, prompts, real_features, features, clip=None) -> dict:
     """Adherence of generated ``images`` to ``prompts``, and their Shapes FID from the
-    classifier features of the real renders and of the images (:func:`shapes_features`)."""
+    classifier features of the real renders and of the images (:func:`shapes_features`);
+    with a ``clip`` model also its reading of them (:func:`clip_reading`)."""
     from mmgen.metrics.fid import fid
     from mmgen.metrics.shapes import shapes_adherence
 
     adherence = shapes_adherence(images, prompts, progress=False)
-    return {"adherence": round(adherence.all.value, 4),
-            **{k: round(v, 4) for k, v in adherence.per_attribute.items()},
-            "shapes_fid": round(fid(real_features, features).value, 3)}
+    row = {"adherence": round(adherence.all.value, 4),
+           **{k: round(v, 4) for k, v in adherence.per_attribute.items()},
+           "shapes_fid": round(fid(real_features, features).value, 3)}
+    return row | (clip_reading(images, prompts, clip) if clip is not None else {})
+
+
+def clip_reading(images, prompts, clip) -> dict:
+    """A second adherence measure, by a CLIP model rather than the classifier:
+    ``clip_score`` (100 * cos(image, prompt), mean) and ``clip_top1``, how often the prompt is
+    the best of all 1,296 canonical captions for its image; ``clip_hash`` names the model."""
+    from mmgen.metrics.clip_robustness import caption_retrieval
+    from mmgen.metrics.clip_score import ScoringCLIP, clip_score
+    from mmgen.pipeline import weights_hash
+
+    score = clip_score(images, prompts, ScoringCLIP(clip), progress=False)
+    return {"clip_score": round(score.value, 3),
+            "clip_top1": round(caption_retrieval(clip, images, prompts), 4),
+            "clip_hash": weights_hash(clip)}
 
 
 @functools.cache
@@ -182,6 +198,12 @@ def main(argv=None) -> int:
                         help="generate in this many single-thread processes")
     parser.add_argument("--shard", type=parse_shard, default=None,
                         help="(used by --workers) generate only batches i with i %% K == I")
+    parser.add_argument("--clip", default="shapes-clip",
+                        help="the CLIP model of the CLIP-score columns (bundled name or folder)")
+    parser.add_argument("--keep-rows", default="ddpm",
+                        help="comma-separated samplers whose cached rows are kept when they "
+                             "lack this CLIP model's columns, rather than generated again "
+                             "(DDPM 1000 takes hours); their CLIP cells read 'not measured'")
     parser.add_argument("--out", default=str(ROOT / "docs"))
     parser.add_argument("--cache", default=str(ROOT / "docs" / "results_rows.jsonl"),
                         help="rows measured so far (reused when the model and n match)")
@@ -200,8 +222,12 @@ def main(argv=None) -> int:
     import mmgen
     from mmgen.data import shapes
     from mmgen.diffusion.images import image_grid
+    from mmgen.pipeline import weights_hash
 
     pipe = mmgen.load(args.model)
+    clip = mmgen.load(args.clip).float().eval()
+    clip_hash = weights_hash(clip)
+    keep_rows = set(args.keep_rows.split(",")) - {""}
     default_g = pipe.config.guidance
     samplers, sweep, claim_rows = plan(default_g, args.quick, ddpm_splits, args.n,
                                        args.claim_n)
@@ -226,7 +252,13 @@ def main(argv=None) -> int:
             row = json.loads(line)
             if row.pop("model_hash") == pipe.model_hash:
                 n = row.pop("n")
-                done[(row["sampler"], row["steps"], row["guidance"], row["split"], n)] = row
+                key = (row["sampler"], row["steps"], row["guidance"], row["split"], n)
+                # a sampler row needs this CLIP model's reading (unless kept as it is)
+                if (row.get("clip_hash") == clip_hash or key not in samplers
+                        or key[0] in keep_rows):
+                    done[key] = row
+                else:
+                    done.pop(key, None)
     work = Path(args.work) / pipe.model_hash
     batches = {key: Batches(work, key, args.batch_size) for key in order}
     todo = [key for key in order if key not in done]
@@ -241,7 +273,8 @@ def main(argv=None) -> int:
         base = [sys.executable, str(Path(__file__).resolve()), "--model", args.model,
                 "--n", str(args.n), "--claim-n", str(args.claim_n),
                 "--batch-size", str(args.batch_size),
-                "--ddpm-splits", args.ddpm_splits, "--cache", args.cache, "--work", args.work]
+                "--ddpm-splits", args.ddpm_splits, "--cache", args.cache, "--work", args.work,
+                "--clip", args.clip, "--keep-rows", args.keep_rows]
         base += ["--quick"] if args.quick else []
         workers = [subprocess.Popen(base + ["--shard", f"{i}/{args.workers}"])
                    for i in range(args.workers)]
@@ -261,7 +294,7 @@ def main(argv=None) -> int:
             images, seconds, threads = batches[key].load()
             done[key] = {"sampler": key[0], "steps": key[1], "guidance": key[2],
                          "split": key[3], **measure(images, prompts, real(key[3], n),
-                                                    batches[key].features()),
+                                                    batches[key].features(), clip),
                          "seconds_per_image": round(seconds, 4), "threads": threads}
             cache.parent.mkdir(parents=True, exist_ok=True)
             with cache.open("a") as f:  # one complete line per measured row
@@ -276,7 +309,8 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    record = {"model": args.model, "model_hash": pipe.model_hash, "n": args.n,
+    record = {"model": args.model, "model_hash": pipe.model_hash, "clip": args.clip,
+              "n": args.n,
               "claim_n": args.claim_n, "batch_size": args.batch_size,
               "default_guidance": default_g, "samplers": [done[k] for k in samplers],
               "guidance_sweep": [done[k] for k in sweep],
@@ -353,14 +387,26 @@ def bootstrap_ratio(real, a, b, resamples: int) -> list[float] | None:
 
 
 def render(record: dict) -> str:
-    def table(rows, first):
-        head = (f"| {first} | split | all 5 right | color | shape | size | position | "
-                "background | Shapes FID | s / image | threads |\n" + "|---" * 11 + "|\n")
+    def table(rows, first, clip=False):
+        extra = ["CLIP score", "CLIP top-1"] if clip else []
+        head = ("| " + " | ".join([first, "split", "all 5 right", "color", "shape", "size",
+                                   "position", "background", "Shapes FID", *extra,
+                                   "s / image", "threads"]) + " |\n"
+                + "|---" * (11 + len(extra)) + "|\n")
+
+        def clip_cells(r):
+            if not clip:
+                return ""
+            if "clip_score" not in r:
+                return "not measured | not measured | "
+            return f"{r['clip_score']:.2f} | {r['clip_top1']:.1%} | "
+
         body = "".join(
             f"| {r[first] if first != 'sampler' else r['sampler'] + ' ' + str(r['steps'])} | "
             f"{r['split']} | {r['adherence']:.1%} | {r['color']:.1%} | {r['shape']:.1%} | "
             f"{r['size']:.1%} | {r['position']:.1%} | {r['background']:.1%} | "
-            f"{r['shapes_fid']:.2f} | {r['seconds_per_image']:.3f} | {r['threads']} |\n"
+            f"{r['shapes_fid']:.2f} | {clip_cells(r)}{r['seconds_per_image']:.3f} | "
+            f"{r['threads']} |\n"
             for r in rows)
         return head + body
 
@@ -396,7 +442,14 @@ def render(record: dict) -> str:
         + (f"DDPM 1000 steps is measured on {', '.join(f'`{s}`' for s in ddpm)} only: it costs "
            "~85 min per 500 prompts with two workers here.\n\n" if ddpm else "\n\n")
         + f"## Samplers (guidance {record['default_guidance']})\n\n"
-        + table(record["samplers"], "sampler")
+        + "*CLIP score* (100 x the cosine of image and prompt, mean) and *CLIP top-1* (the "
+        "prompt is the best of all 1,296 canonical captions for its image) are a second "
+        f"adherence measure, read by `{record['clip']}` rather than the classifier "
+        "(docs/clip.md measures how well it reads generated images: where CLIP top-1 falls "
+        "far below *all 5 right*, check there whether the CLIP model misreads them). Rows "
+        "measured before "
+        "these columns whose images were not kept (`--keep-rows`) say *not measured*.\n\n"
+        + table(record["samplers"], "sampler", clip=True)
         + "\n## DDIM 25 steps against DDPM 1000 steps (Shapes FID)\n\n"
         "The DDIM paper's claim, checked on this model: 25 deterministic DDIM steps come "
         "within 10 % of the FID of the full 1000-step ancestral DDPM chain. It is measured "

@@ -260,7 +260,7 @@ def test_tokenizer_matches_open_clip():
 def test_registry_round_trip(tmp_path):
     assert set(mmgen.list_models("clip/*")) == {
         "clip/vit-b-32", "clip/vit-b-16", "clip/vit-l-14", "clip/tiny", "clip/text-sd15",
-        "clip/shapes-tiny", "clip/shapes-tiny-color-split"}
+        "clip/shapes-tiny", "clip/shapes-tiny-color-split", "clip/shapes-tiny-robust-split"}
     torch.manual_seed(7)
     model = mmgen.create_model("clip/tiny").eval()
     assert model.model_name == "clip/tiny" and model.config.text.context_length == 32

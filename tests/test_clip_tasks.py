@@ -348,12 +348,13 @@ def _experiments():
     return module.EXPERIMENTS
 
 
-@pytest.mark.parametrize("name", ["shapes-clip-recolor", "shapes-clip"])
+@pytest.mark.parametrize("name", ["shapes-clip-recolor", "shapes-clip", "shapes-clip-robust"])
 def test_second_stage_recipe_starts_from_the_first_and_freezes_the_text_tower(
         tmp_path, monkeypatch, name):
-    """Both kinds of stage 2 (tuning the joint model's image tower, an experiment; the bundled
-    recipe: a new colour-split tower) run on top of stage 1 and keep its text tower bit for
-    bit."""
+    """Every kind of stage 2 keeps the text tower it starts from bit for bit: tuning the joint
+    model's image tower (an experiment) and the bundled recipe (a new colour-split tower), on
+    top of a stage-1 run; and issue #24's robust tower against a saved model's text tower (here
+    a small stage-1 model standing in for the bundled shapes-clip)."""
     from dataclasses import replace
 
     from mmgen.checkpoint import load_state_dict
@@ -366,19 +367,33 @@ def test_second_stage_recipe_starts_from_the_first_and_freezes_the_text_tower(
                    eval_items=8)
     spec = get_recipe(name) if name in RECIPES else _experiments()[name]
     stage2 = replace(spec, model_args=small, train=replace(train, seed=1), eval_items=8)
-    assert stage2.init == "shapes-clip-joint" and stage2.freeze_text
-    monkeypatch.setitem(RECIPES, "shapes-clip-joint", base)
+    assert stage2.freeze_text and stage2.init_parts in ("all", "text")
+    if name == "shapes-clip-robust":  # starts from a model: the bundled one, a stand-in here
+        assert stage2.init_model == "shapes-clip" and not stage2.init
+        base.run(tmp_path / "shapes-clip-joint", "shapes-clip-joint")
+        stage2 = replace(stage2, init_model=str(tmp_path / "shapes-clip-joint" / "model"))
+        start = mmgen.load(tmp_path / "shapes-clip-joint" / "model").state_dict()
+    else:
+        assert stage2.init == "shapes-clip-joint"
+        monkeypatch.setitem(RECIPES, "shapes-clip-joint", base)
     results = stage2.run(tmp_path, name)
     first = load_state_dict(tmp_path / "shapes-clip-joint" / "run" / "ema.safetensors")
     second = load_state_dict(tmp_path / "run" / "ema.safetensors")
-    text_keys = [k for k in first if not k.startswith("visual.") and k != "logit_scale"]
-    assert text_keys and all(torch.equal(first[k], second[k]) for k in text_keys)
     visual = [k for k in second if k.startswith("visual.")]
     assert any(k not in first or not torch.equal(first[k], second[k]) for k in visual)
-    assert any(k.startswith("visual.color") for k in visual) == (name == "shapes-clip")
+    assert any(k.startswith("visual.color") for k in visual) == (name != "shapes-clip-recolor")
     exported = mmgen.load(tmp_path / "model")
-    assert exported.config.color_split == (name == "shapes-clip")
+    assert exported.config.color_split == (name != "shapes-clip-recolor")
+    assert exported.config.robust_split == (name == "shapes-clip-robust")
     assert "test_compositional/zero_shot_shape" in results
+    if name == "shapes-clip-robust":  # the exported text tower is the starting model's
+        end = exported.state_dict()
+        text_keys = [k for k in start if not k.startswith("visual.") and k != "logit_scale"]
+        assert "token_map" in text_keys and all(torch.equal(start[k], end[k]) for k in text_keys)
+        assert "real/held_out/combined/retrieval" in results
+    else:
+        text_keys = [k for k in first if not k.startswith("visual.") and k != "logit_scale"]
+        assert text_keys and all(torch.equal(first[k], second[k]) for k in text_keys)
 
 
 def test_color_split_tower_reads_shape_apart_from_colour():
@@ -408,6 +423,35 @@ def test_color_split_tower_reads_shape_apart_from_colour():
         torch.testing.assert_close(move, moves[0], atol=1e-5, rtol=1e-4)
     assert moves[0].abs().max() > 1e-2  # the colour is seen
     assert (plain_moves[1] - plain_moves[0]).abs().max() > 1e-2  # a plain ViT mixes them
+
+
+def test_robust_split_silhouette_barely_moves_under_noise_and_jpeg():
+    """The robust reading (smoothed, against the border's median colour) of small objects:
+    pixel noise (sigma 8/255) moves its silhouette 3x less than it moves the exact-render
+    reading's (top-left pixel, no smoothing), JPEG 70 1.5x less."""
+    from torchvision.transforms.v2 import functional as TF
+
+    from mmgen.data.shapes import ShapeAttrs
+    from mmgen.metrics.clip_robustness import perturb
+    from mmgen.registry import create_model
+
+    scenes = [("red", "circle", "center", "white"), ("yellow", "square", "top left", "white"),
+              ("blue", "plus", "bottom right", "gray")]
+    x = torch.stack([TF.to_dtype(TF.to_image(render(ShapeAttrs(c, s, "small", p, b))),
+                                 torch.float32, scale=True) for c, s, p, b in scenes])
+
+    def change(name: str, perturbation: str) -> torch.Tensor:  # (3,) mean |change|
+        model = create_model(f"clip/{name}").eval()
+        with torch.no_grad():
+            clean = model.visual.silhouette(model.normalize_images(x))[1]  # (3, 1, 64, 64)
+            moved = model.visual.silhouette(model.normalize_images(perturb(x, perturbation)))[1]
+        return (moved - clean).abs().mean((1, 2, 3))
+
+    for perturbation, bound, factor in (("noise", 0.04, 3.0), ("jpeg", 0.02, 1.5)):
+        robust = change("shapes-tiny-robust-split", perturbation)
+        exact = change("shapes-tiny-color-split", perturbation)
+        assert robust.max() < bound and (exact > factor * robust).all(), (perturbation, robust,
+                                                                           exact)
 
 
 def test_init_parts_text_keeps_the_fresh_image_tower():

@@ -10,8 +10,10 @@ here, as subclasses, so that the OpenAI / Stable Diffusion compatible configs of
   of ``shapes-t2i``, with the restricted vocabulary and a choice of U-Net context.
 
 Registered: ``clip/shapes-tiny`` (``clip/tiny`` with the conv stem: recipe
-``shapes-clip-joint``) and ``clip/shapes-tiny-color-split`` (the same with the colour-split
-tower: recipe ``shapes-clip``). State-dict keys are CLIP's, plus ``visual.vit.*``,
+``shapes-clip-joint``), ``clip/shapes-tiny-color-split`` (the same with the colour-split
+tower, reading exact renders: recipe ``shapes-clip``, the bundled model) and
+``clip/shapes-tiny-robust-split`` (its reading of real images: issue #24's experiments).
+State-dict keys are CLIP's, plus ``visual.vit.*``,
 ``visual.color.*`` and ``visual.color_proj.*`` for the colour-split tower (the ViT's keys under
 ``visual.vit.``) and the ``token_map`` buffer for a restricted vocabulary.
 
@@ -52,6 +54,12 @@ class ShapesCLIPConfig(CLIPConfig):
     color_split: bool = False  # True: the image tower is a ColorSplitVision around the ViT (it
     #   sees a colour-blind silhouette, a per-pixel MLP the colours; flat backgrounds only)
     color_width: int = 64  # with color_split: channels of the per-pixel colour MLP
+    robust_split: bool = False  # with color_split: read silhouette and colours from a
+    #   smoothed image against the border's median colour (robust to noise, JPEG and shifts;
+    #   issue #24); False: against the top-left pixel, colours at every 4th pixel (the first
+    #   bundled tower, which reads exact renders only)
+    sharp_silhouette: bool = False  # with robust_split: the silhouette from the unsmoothed
+    #   image (against the smoothed border's median colour); colours still read smoothed
     kept_tokens: int = 0  # > 0: a restricted vocabulary (ShapesCLIP.with_vocabulary):
     #   token_embedding has this many rows, read through the token_map buffer (ids -> rows;
     #   row 0 = every unknown id); 0 = the full BPE vocabulary
@@ -85,36 +93,69 @@ class ColorSplitVision(nn.Module):
     """An image tower that keeps shape and colour apart, for pictures of objects on a flat
     background (such as Shapes).
 
-    The ViT sees only a colour-blind silhouette: each pixel's distance from the colour of the
-    top-left pixel (the background), divided by the image's largest, so an object looks the
-    same in every colour. A per-pixel MLP reads the colours; its features are averaged over
-    the silhouette (the object's colour) and over the rest (the background's), which says
-    nothing of the object's shape. The embedding is the sum of the ViT's and the colours'
+    The ViT sees only a colour-blind silhouette: each pixel's distance from the background's
+    colour, divided by the image's largest, so an object looks the same in every colour. A
+    per-pixel MLP reads the colours; its features are averaged over the silhouette (the
+    object's colour) and over the rest (the background's), which says nothing of the object's
+    shape. The embedding is the sum of the ViT's and the colours'
     projections. A discriminative tower that sees both at once learns the training set's
     colour -> shape statistics (purple is never a circle there) and misreads a shape in a
     colour it never had; this one cannot (docs/clip.md).
 
+    Two readings (``robust``):
+
+    * exact renders (False, the first bundled tower): the background is the top-left pixel's
+      colour; the MLP reads every 4th pixel.
+    * real images (True): the image is first smoothed (a 5x5 binomial filter, sigma 1 px),
+      the background is the median colour of its border, and the MLP reads every pixel. A
+      pixel's noise no longer moves the silhouette or the colour of a small object, and an
+      object that covers the top-left corner no longer inverts it.
+
     Args:
         config: the ViT's architecture (it reads the silhouette).
         color_width: channels C of the per-pixel colour MLP.
+        robust: the reading for real images.
+        sharp_silhouette: with ``robust``, the silhouette from the unsmoothed image (small
+            objects keep their corners), against the same background colour.
     """
 
-    def __init__(self, config: VisionConfig, color_width: int = 64):
+    def __init__(self, config: VisionConfig, color_width: int = 64, robust: bool = False,
+                 sharp_silhouette: bool = False):
         super().__init__()
-        self.config = config
+        self.config, self.robust, self.sharp_silhouette = config, robust, sharp_silhouette
         self.vit = VisionTransformer(config)
         c = color_width
         self.color = nn.Sequential(nn.Conv2d(3, c, 1), nn.GELU(), nn.Conv2d(c, c, 1), nn.GELU())
         self.color_proj = nn.Linear(2 * c, config.embed_dim or config.width)
+        taps = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
+        self.register_buffer("smoothing", torch.outer(taps, taps).expand(3, 1, 5, 5).clone(),
+                             persistent=False)  # (3, 1, 5, 5), one filter per channel
+
+    def silhouette(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the images as this tower reads them: smoothed if robust, (N, 3, S, S); the
+        silhouette in [0, 1], (N, 1, S, S)) of model-ready images (N, 3, S, S)."""
+        images = images.to(self.color[0].weight.dtype)
+        raw = images
+        if self.robust:
+            images = F.conv2d(F.pad(images, (2, 2, 2, 2), mode="replicate"),
+                              self.smoothing.to(images.dtype), groups=3)  # (N, 3, S, S)
+            border = torch.cat([images[:, :, 0], images[:, :, -1], images[:, :, :, 0],
+                                images[:, :, :, -1]], dim=2)  # (N, 3, 4S)
+            background = border.median(dim=2).values[:, :, None, None]  # (N, 3, 1, 1)
+        else:
+            background = images[:, :, :1, :1]
+        seen = raw if self.sharp_silhouette else images
+        dist = (seen - background).norm(dim=1, keepdim=True)  # (N, 1, S, S)
+        return images, dist / dist.amax((2, 3), keepdim=True).clamp(min=1e-6)  # 1: object
 
     def forward(self, images: torch.Tensor) -> VisionOutput:
         """Model-ready images (N, 3, S, S), as for :class:`VisionTransformer`."""
-        images = images.to(self.color[0].weight.dtype)
-        dist = (images - images[:, :, :1, :1]).norm(dim=1, keepdim=True)  # (N, 1, S, S)
-        mask = dist / dist.amax((2, 3), keepdim=True).clamp(min=1e-6)  # 1 on the object
+        images, mask = self.silhouette(images)  # (N, 3, S, S), (N, 1, S, S)
         out = self.vit((2 * mask - 1).expand(-1, 3, -1, -1))  # the silhouette in [-1, 1]
-        step = (slice(None), slice(None), slice(1, None, 4), slice(1, None, 4))
-        feats, mask = self.color(images[step]), mask[step]  # (N, C, S/4, S/4), (N, 1, ...)
+        if not self.robust:  # the colour MLP reads every 4th pixel
+            step = (slice(None), slice(None), slice(1, None, 4), slice(1, None, 4))
+            images, mask = images[step], mask[step]  # (N, 3, S/4, S/4), (N, 1, S/4, S/4)
+        feats = self.color(images)  # (N, C, s, s)
         inside = (feats * mask).sum((2, 3)) / mask.sum((2, 3)).clamp(min=1e-6)  # (N, C)
         outside = (feats * (1 - mask)).sum((2, 3)) / (1 - mask).sum((2, 3)).clamp(min=1e-6)
         colors = self.color_proj(torch.cat([inside, outside], 1))  # (N, E)
@@ -163,8 +204,9 @@ class ShapesCLIP(CLIP):
 
     def _build_towers(self, config: ShapesCLIPConfig) -> None:
         # CLIP's order (image tower, then text tower): one seed gives the same weights.
-        self.visual = (ColorSplitVision(config.vision, config.color_width) if config.color_split
-                       else VisionTransformer(config.vision))
+        self.visual = (ColorSplitVision(config.vision, config.color_width, config.robust_split,
+                                        config.sharp_silhouette)
+                       if config.color_split else VisionTransformer(config.vision))
         self._build_text_tower(config.text, config.kept_tokens)
 
     def with_vocabulary(self, keep_tokens: Sequence[int]) -> ShapesCLIP:
@@ -248,7 +290,10 @@ _SHAPES_TINY = ShapesCLIPConfig(replace(_TINY.vision, stem="conv"), _TINY.text,
 SHAPES_PRESETS: dict[str, ShapesCLIPConfig] = {
     # clip/tiny with the conv stem: both towers of recipe shapes-clip-joint
     "shapes-tiny": _SHAPES_TINY,
-    # the same with the colour-split image tower: recipe shapes-clip (the bundled model)
+    # the same with the colour-split image tower for exact renders: recipe shapes-clip (the
+    # bundled model)
     "shapes-tiny-color-split": replace(_SHAPES_TINY, color_split=True),
+    # ... reading real images: issue #24's experiments (shapes-clip-robust)
+    "shapes-tiny-robust-split": replace(_SHAPES_TINY, color_split=True, robust_split=True),
 }
 register_presets("clip", SHAPES_PRESETS, ShapesCLIP)

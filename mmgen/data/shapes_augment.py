@@ -3,11 +3,14 @@ colours outside the palette, and moves and zooms that keep every label true."""
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from mmgen.data import shapes
 
@@ -21,6 +24,37 @@ def generation_artifacts() -> v2.Transform:
                        p=0.5),
         v2.RandomApply([v2.Lambda(lambda x: x + 0.1 * (torch.rand(3, 1, 1) - 0.5))], p=0.5),
     ])
+
+
+def jpeg(image: torch.Tensor, quality: float) -> torch.Tensor:
+    """One image (3, H, W) in [0, 1] through JPEG at ``quality`` (as 8-bit RGB)."""
+    arr = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(arr).save(buffer, format="JPEG", quality=int(quality))
+    back = np.asarray(Image.open(buffer).convert("RGB"), dtype=np.float32) / 255
+    return torch.from_numpy(back).permute(2, 0, 1)
+
+
+def real_image_imperfections(image: torch.Tensor) -> torch.Tensor:
+    """A render (3, H, W) in [-1, 1] with what real inputs to a Shapes reader have, each
+    drawn at random (torch's global RNG, which the Trainer checkpoints): Gaussian blur (sigma
+    0.2-1.5 px), pixel noise (sigma up to 12/255), a slight colour shift and brightness change
+    that keep the colour's name, and JPEG compression (quality 40-95). Still in [-1, 1].
+    Unlike :func:`generation_artifacts` it compresses, and its colour shifts are smaller."""
+    x = (image + 1) / 2
+    r = torch.rand(6)  # one draw per imperfection (the sixth unused: the reported runs drew it)
+    if r[0] < 0.6:
+        x = TF.gaussian_blur(x[None], kernel_size=7, sigma=float(0.2 + 1.3 * torch.rand(())))[0]
+    if r[1] < 0.6:
+        x = x + (12 / 255) * torch.rand(()) * torch.randn_like(x)
+    if r[2] < 0.3:
+        x = x + 0.06 * (torch.rand(3, 1, 1) - 0.5)  # colour shift
+    if r[3] < 0.3:
+        x = x * (1 + 0.1 * (torch.rand(()) - 0.5))  # brightness
+    x = x.clamp(0, 1)
+    if r[4] < 0.5:
+        x = jpeg(x, 40 + 55 * float(torch.rand(())))
+    return x * 2 - 1
 
 
 def off_palette_colors(n: int, rng: np.random.Generator, shape: str | None = None,

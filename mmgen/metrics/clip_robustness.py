@@ -17,16 +17,13 @@ in: ``scripts/clip_robustness.py`` makes them with ``shapes-t2i``). Results are 
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
-from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from mmgen.clip.zero_shot import class_embeddings, encode_images, encode_texts
 from mmgen.data import shapes
-from mmgen.data.shapes_augment import translate
+from mmgen.data.shapes_augment import jpeg, translate
 from mmgen.metrics.shapes_benchmark import attribute_templates
 
 GROUPS = {"seen": "test", "held_out": "test_compositional"}  # group -> Shapes split
@@ -57,17 +54,8 @@ def perturb(images: torch.Tensor, name: str, seed: int = 0) -> torch.Tensor:
             noise = torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32))
             x = (x + NOISE_SIGMA * noise).clamp(0, 1)
         else:
-            x = torch.stack([jpeg(im) for im in x])
+            x = torch.stack([jpeg(im, JPEG_QUALITY) for im in x])
     return x
-
-
-def jpeg(image: torch.Tensor, quality: float = JPEG_QUALITY) -> torch.Tensor:
-    """One image (3, H, W) in [0, 1] through JPEG at ``quality`` (as 8-bit RGB)."""
-    arr = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(arr).save(buffer, format="JPEG", quality=int(quality))
-    back = np.asarray(Image.open(buffer).convert("RGB"), dtype=np.float32) / 255
-    return torch.from_numpy(back).permute(2, 0, 1)
 
 
 @torch.no_grad()
@@ -83,6 +71,20 @@ def read_images(model: torch.nn.Module, tokenize, images: torch.Tensor, labels: 
         pred = (emb @ attribute_emb[attr].t()).argmax(dim=1)
         out[f"zero_shot_{attr}"] = float((pred == labels[:, i]).double().mean())
     return out
+
+
+@torch.no_grad()
+def caption_retrieval(model: torch.nn.Module, images, prompts: list[str]) -> float:
+    """How often an image's prompt (a canonical Shapes caption) is the best of all 1,296
+    canonical captions for it: the retrieval above for any images (PIL or (N, 3, H, W) in
+    [0, 1]) and prompts, e.g. a text-to-image model's outputs."""
+    captions = [shapes.caption(a) for a in shapes.all_combinations()]
+    index = {c: i for i, c in enumerate(captions)}
+    if unknown := [p for p in prompts if p not in index]:
+        raise ValueError(f"not a canonical Shapes caption: {unknown[0]!r}")
+    emb = encode_images(model, model.preprocess(images)).cpu()  # (N, D)
+    top = (emb @ encode_texts(model, model.tokenize, captions).t()).argmax(dim=1)  # (N,)
+    return float((top == torch.tensor([index[p] for p in prompts])).double().mean())
 
 
 @torch.no_grad()
