@@ -91,7 +91,7 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
 
 def _import_families() -> None:
     """Import the model-family packages so their ``@register_model`` calls run."""
-    for family in ("cnn", "gan", "vae", "diffusion", "dit", "clip"):
+    for family in ("cnn", "gan", "vae", "diffusion", "dit", "clip", "style"):
         try:
             importlib.import_module(f"mmgen.{family}")
         except ModuleNotFoundError as e:

@@ -94,7 +94,8 @@ def test_train_list_shows_the_registered_recipes_only(capsys):
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert names == ["mnist-dcgan", "mnist-lenet5", "mnist-resnet18", "mnist-vae",
                      "shapes-classifier", "shapes-clip", "shapes-clip-joint", "shapes-dcgan",
-                     "shapes-dit", "shapes-t2i", "shapes-vae"]
+                     "shapes-dit", "shapes-t2i", "shapes-vae", "style-adain",
+                     "style-fast-pointillism", "style-fast-swirls"]
 
 
 def test_with_steps_keeps_the_run_shape():

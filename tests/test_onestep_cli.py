@@ -3,15 +3,14 @@ random-weight GAN and VAE pipelines): what they write equals what the pipeline m
 user error is one line, exit code 2, and no file."""
 
 import json
-import shlex
 
 import numpy as np
 import pytest
 import torch
+from cli_runner import run
 from PIL import Image
 
 import mmgen
-from mmgen.cli import main
 from mmgen.onestep import OneStepConfig, OneStepPipeline
 
 CAPTION = "a large red circle in the center on a white background"
@@ -38,16 +37,6 @@ def models(tmp_path_factory):
     for name, pipe in pipes.items():
         pipe.save_pretrained(d / name)
     return {name: (str(d / name), pipe) for name, pipe in pipes.items()}
-
-
-def run(capsys, command: str, *argv):
-    """``mmgen COMMAND ARGV...`` (the command line split like a shell) -> (code, out, err)."""
-    try:
-        code = main([*shlex.split(command), *map(str, argv)])
-    except SystemExit as e:  # argparse's usage errors
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def pixels(image: Image.Image) -> np.ndarray:

@@ -16,7 +16,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from mmgen.cli import generate, models, sample, search, train
+from mmgen.cli import generate, models, sample, search, style, train
 from mmgen.cli.errors import USER_ERRORS, CLIError
 
 __all__ = ["USER_ERRORS", "CLIError", "build_parser", "main"]
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_parsers(sub)  # generate
     sample.add_parsers(sub)  # sample, interpolate
     search.add_parsers(sub)  # search, classify
+    style.add_parsers(sub)  # style
     return parser
 
 

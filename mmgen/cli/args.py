@@ -1,9 +1,13 @@
-"""Argument types shared by the commands: each turns bad text into a one-line usage error."""
+"""Argument types shared by the commands: each turns bad text into a one-line usage error;
+and :func:`out_file`, the check of an output file made before any work."""
 
 from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
+
+from mmgen.cli.errors import CLIError
 
 
 def positive_int(text: str) -> int:
@@ -38,3 +42,15 @@ def seed(text: str, top: int = 2**64 - 1) -> int:
 
 def train_seed(text: str) -> int:
     return seed(text, top=2**32 - 1)  # numpy's seeds are 32-bit
+
+
+def out_file(out: str, suffixes: tuple[str, ...], overwrite: bool) -> Path:
+    """``out`` checked before any work: its suffix, and that it is new unless ``overwrite``."""
+    path = Path(out)
+    if path.suffix.lower() not in suffixes:
+        raise CLIError(f"--out {out}: give a file ending in {' or '.join(suffixes)}")
+    if path.is_dir():
+        raise CLIError(f"--out {out} is a folder; give a file ending in {suffixes[0]}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; --overwrite replaces it")
+    return path

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mmgen.cli.args import positive_int, seed
+from mmgen.cli.args import out_file, positive_int, seed
 from mmgen.cli.errors import CLIError
 
 GRID_TILE = 128  # sample grids and strips: tiles upscaled to about this many pixels
@@ -99,7 +99,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             "give --class (a class-conditional model) or --prompt (a Shapes model), not both"
         )
     given = args.classes or args.prompts
-    out = _out_path(args.out, (".png",), args.overwrite)
+    out = out_file(args.out, (".png",), args.overwrite)
     GenerationRequest(given or "", seed=args.seed, num_images=args.num_images).check_limits()
     pipe = load_onestep(args.model, args.dtype)
     kind, n = pipe.config.conditioning, args.num_images
@@ -133,7 +133,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from mmgen.diffusion.images import image_grid
     from mmgen.limits import MAX_IMAGES, check_seed
 
-    out = _out_path(args.out, (".gif", ".png"), args.overwrite)
+    out = out_file(args.out, (".gif", ".png"), args.overwrite)
     MAX_IMAGES.check(args.frames, f"{args.frames:,} frames")
     end_seed = args.seed + 1 if args.end_seed is None else args.end_seed
     check_seed(end_seed, what="end seed")
@@ -223,18 +223,6 @@ def _frames(text: str) -> int:
     if value < 2:
         raise argparse.ArgumentTypeError(f"a walk needs at least 2 frames, got {value}")
     return value
-
-
-def _out_path(out: str, suffixes: tuple[str, ...], overwrite: bool) -> Path:
-    """``out`` checked before any work: its suffix, and that it is new unless ``overwrite``."""
-    path = Path(out)
-    if path.suffix.lower() not in suffixes:
-        raise CLIError(f"--out {out}: give a file ending in {' or '.join(suffixes)}")
-    if path.is_dir():
-        raise CLIError(f"--out {out} is a folder; give a file ending in {suffixes[0]}")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; --overwrite replaces it")
-    return path
 
 
 def _prompt(image: Any) -> str:

@@ -39,10 +39,11 @@ class UnreadableImageError(OSError):
     """An image file could not be opened or decoded; the message names the file."""
 
 
-def open_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
+def open_image(path: str | os.PathLike, mode: str | None = "RGB") -> Image.Image:
     """Decode the image file ``path`` into a PIL image of ``mode``, safely: a file larger
     than :data:`mmgen.limits.MAX_INPUT_PIXELS` (a decompression bomb) is refused from its
-    header, before anything is decoded.
+    header, before anything is decoded. ``mode=None`` keeps the file's own mode (a palette
+    image still becomes RGBA), for callers that convert by mode themselves.
 
     Raises:
         UnreadableImageError: the file is missing, not an image, damaged, or too large; the
@@ -57,7 +58,7 @@ def open_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
                                                        f"({width * height:,} pixels)")
                 if image.mode == "P":
                     image = image.convert("RGBA")  # applies palette transparency cleanly
-                return image.convert(mode)
+                return image.convert(mode) if mode is not None else image.copy()
     except LimitError as e:
         raise UnreadableImageError(str(e)) from None
     except Image.DecompressionBombError as e:

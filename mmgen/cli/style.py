@@ -1,0 +1,131 @@
+"""``mmgen style``: paint a photo in the style of others (:mod:`mmgen.style.transfer`), written
+as a PNG that carries its parameters.
+
+    mmgen style photo.jpg swirls --out out.png                      # gatys, offline
+    mmgen style photo.jpg starry.jpg waves --style-weights 2 1 --method adain --out out.png
+    mmgen style photo.jpg mosaic --method fast --out out.png        # style-fast-mosaic
+    mmgen style --list                                              # names and models
+
+Every check that needs no network is made before one is loaded, and the output is written
+atomically (a failure leaves no file behind).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from mmgen.cli.args import finite_float, out_file, positive_int, seed
+from mmgen.cli.errors import CLIError
+
+METHODS = ("gatys", "fast", "adain")  # mmgen.style.transfer.METHODS (not imported: torch)
+MIN_SIZE = 32  # mmgen.style.images.MIN_SIDE
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "style",
+        help="style transfer: paint CONTENT in the style of STYLE images (PNG with parameters)",
+        description="Paint CONTENT in the style of STYLE. CONTENT and STYLE are image files or "
+        "names (mmgen style --list); several styles are blended. Methods: gatys (optimisation, "
+        "any style, about a minute at 512 px on a CPU), fast (a network trained on one style: "
+        "STYLE names it, style-fast-STYLE, or --weights gives it), adain (one network for any "
+        "style, style-adain or --weights).",
+    )
+    p.add_argument("content", nargs="?", metavar="CONTENT",
+                   help="the image to repaint: a file or a bundled photo name")
+    p.add_argument("styles", nargs="*", metavar="STYLE",
+                   help="style images: files, style names or photo names (fast: one style name, "
+                        "none with --weights)")
+    p.add_argument("--list", action="store_true",
+                   help="list the style and photo names and the installed style models")
+    p.add_argument("--method", choices=METHODS, default="gatys",
+                   help="gatys (default), fast or adain")
+    p.add_argument("--strength", type=_unit, default=1.0,
+                   help="how much style, 0 to 1 (default 1). gatys: style weight x S^3; fast: "
+                        "output blended with the content; adain: alpha")
+    p.add_argument("--preserve-color", action="store_true",
+                   help="keep the content's colours (gatys, fast: luminance-only transfer; "
+                        "adain: styles recoloured to the content's first)")
+    p.add_argument("--size", type=_size, default=512,
+                   help=f"long side of the output in px, >= {MIN_SIZE} (default 512)")
+    p.add_argument("--vgg-weights", metavar="PATH",
+                   help="gatys: a torchvision VGG-19/16 file (default: offline random features)")
+    p.add_argument("--weights", metavar="PATH",
+                   help="fast: a TransformerNet .pth/.safetensors file, model folder or name; "
+                        "adain: an AdaIN model folder or name, or ENCODER,DECODER files")
+    p.add_argument("--style-weights", nargs="+", type=finite_float, metavar="W",
+                   help="one weight per STYLE (gatys, adain), normalised (default: equal)")
+    p.add_argument("--steps", type=positive_int,
+                   help="gatys: loss evaluations in all (default 380)")
+    p.add_argument("--seed", type=seed, help="gatys: seed of the random features (default 0)")
+    p.add_argument("--out", metavar="FILE.png", help="the output PNG")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show tracebacks on errors (also: mmgen --debug style ...)")
+    p.set_defaults(func=cmd_style)
+
+
+def cmd_style(args: argparse.Namespace) -> int:
+    """Stylize CONTENT with STYLE(s) and write --out; or list the names (--list)."""
+    if args.list:
+        return _print_list()
+    if args.content is None or args.out is None:
+        raise CLIError("give CONTENT, STYLE and --out FILE.png (mmgen style --list shows the "
+                       "names of styles and photos)")
+    if args.method != "gatys":
+        given = [flag for flag, value in (("--steps", args.steps), ("--seed", args.seed),
+                                          ("--vgg-weights", args.vgg_weights)) if value is not None]
+        if given:
+            raise CLIError(f"{', '.join(given)}: gatys only; {args.method} runs one pass of a "
+                           "trained network (--weights)")
+    elif args.weights is not None:
+        raise CLIError("--weights: fast and adain only; gatys takes a VGG file as --vgg-weights")
+    out = out_file(args.out, (".png",), args.overwrite)
+    from mmgen.style.transfer import GATYS_STEPS, StyleRequest, save_png, stylize
+
+    request = StyleRequest(
+        method=args.method, strength=args.strength, preserve_color=args.preserve_color,
+        size=args.size, vgg_weights=args.vgg_weights, weights=args.weights,
+        style_weights=tuple(args.style_weights or ()),
+        steps=GATYS_STEPS if args.steps is None else args.steps,
+        seed=0 if args.seed is None else args.seed)
+    image = stylize(args.content, args.styles, request, progress=True)
+    print(save_png(image, out, args.overwrite))
+    return 0
+
+
+def _print_list() -> int:
+    from mmgen.data.photos import list_photos
+    from mmgen.hub import list_pretrained
+    from mmgen.style.styles import list_styles
+    from mmgen.style.transfer import DEFAULT_ADAIN, FAST_PREFIX
+
+    models = list_pretrained()
+    fast = [name for name in models if name.startswith(FAST_PREFIX)]
+    lines = [
+        "styles (STYLE; drawn or cropped to --size x --size):",
+        f"  painted: {', '.join(list_styles('procedural'))}",
+        f"  photos:  {', '.join(list_styles('photo'))}",
+        f"bundled photos (CONTENT or STYLE): {', '.join(list_photos())}",
+        "installed style models:",
+        f"  fast:  {', '.join(fast) or 'none'} (--method fast STYLE runs {FAST_PREFIX}STYLE; "
+        f"make one with mmgen train --recipe {FAST_PREFIX}STYLE --install)",
+        f"  adain: {DEFAULT_ADAIN if DEFAULT_ADAIN in models else 'none'} (make it with mmgen "
+        f"train --recipe {DEFAULT_ADAIN} --install)",
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+def _unit(text: str) -> float:
+    value = finite_float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value:g}")
+    return value
+
+
+def _size(text: str) -> int:
+    value = positive_int(text)
+    if value < MIN_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_SIZE} px, got {value}")
+    return value

@@ -1,0 +1,383 @@
+"""Fast style transfer (Johnson et al. 2016) and AdaIN (Huang & Belongie 2017) networks.
+
+Parity on random weights: each state dict is built with the reference repositories' key names
+and shapes (pytorch/examples fast_neural_style, naoto0804/pytorch-AdaIN), loaded through our
+loaders from .pth and .safetensors, and compared with a functional forward written here from
+the references' structure with torch.nn.functional ops only (no mmgen module code).
+"""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from mmgen.registry import create_model, list_models
+from mmgen.style.adain import AdaINModel, adain, load_adain, load_adain_decoder, load_adain_encoder
+from mmgen.style.transformer_net import TransformerNet, TransformerNetConfig, load_fast_style
+
+TOL = {"rtol": 1e-5, "atol": 1e-5}
+
+
+def _save(state, tmp_path, suffix, name="weights"):
+    path = tmp_path / f"{name}{suffix}"
+    if suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save(dict(state), path)  # a plain dict, as the reference's torch.save
+    return path
+
+
+def _random(shapes, seed=0):
+    """Conv weights ~ He-scaled normals (activations stay O(1) through deep stacks), norm
+    scales near 1, biases small."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in shapes.items():
+        if len(shape) == 4:
+            fan_in = shape[1] * shape[2] * shape[3]
+            state[key] = torch.randn(shape, generator=g) * math.sqrt(2.0 / fan_in)
+        elif key.endswith("weight"):  # InstanceNorm scale
+            state[key] = 1.0 + 0.1 * torch.randn(shape, generator=g)
+        else:
+            state[key] = 0.1 * torch.randn(shape, generator=g)
+    return state
+
+
+# ----------------------------------------------------------------------------- Johnson et al.
+
+
+def fast_style_shapes(c=32, blocks=5):
+    """The reference TransformerNet's state-dict names and shapes."""
+    shapes = {}
+
+    def conv(name, cin, cout, k):
+        shapes[f"{name}.conv2d.weight"] = (cout, cin, k, k)
+        shapes[f"{name}.conv2d.bias"] = (cout,)
+
+    def norm(name, ch):
+        shapes[f"{name}.weight"] = (ch,)
+        shapes[f"{name}.bias"] = (ch,)
+
+    conv("conv1", 3, c, 9), norm("in1", c)
+    conv("conv2", c, 2 * c, 3), norm("in2", 2 * c)
+    conv("conv3", 2 * c, 4 * c, 3), norm("in3", 4 * c)
+    for i in range(1, blocks + 1):
+        conv(f"res{i}.conv1", 4 * c, 4 * c, 3), norm(f"res{i}.in1", 4 * c)
+        conv(f"res{i}.conv2", 4 * c, 4 * c, 3), norm(f"res{i}.in2", 4 * c)
+    conv("deconv1", 4 * c, 2 * c, 3), norm("in4", 2 * c)
+    conv("deconv2", 2 * c, c, 3), norm("in5", c)
+    conv("deconv3", c, 3, 9)
+    return shapes
+
+
+def fast_style_reference(sd, x, blocks=5):
+    """The reference TransformerNet.forward over a state dict, [0, 255] in and out."""
+
+    def conv(name, y, stride=1, upsample=1):
+        if upsample > 1:
+            y = F.interpolate(y, mode="nearest", scale_factor=upsample)
+        w = sd[f"{name}.conv2d.weight"]
+        p = w.shape[-1] // 2
+        return F.conv2d(F.pad(y, (p, p, p, p), mode="reflect"), w, sd[f"{name}.conv2d.bias"],
+                        stride=stride)
+
+    def norm(name, y):
+        return F.instance_norm(y, weight=sd[f"{name}.weight"], bias=sd[f"{name}.bias"],
+                               eps=1e-5)
+
+    y = F.relu(norm("in1", conv("conv1", x)))
+    y = F.relu(norm("in2", conv("conv2", y, stride=2)))
+    y = F.relu(norm("in3", conv("conv3", y, stride=2)))
+    for i in range(1, blocks + 1):
+        h = F.relu(norm(f"res{i}.in1", conv(f"res{i}.conv1", y)))
+        y = y + norm(f"res{i}.in2", conv(f"res{i}.conv2", h))
+    y = F.relu(norm("in4", conv("deconv1", y, upsample=2)))
+    y = F.relu(norm("in5", conv("deconv2", y, upsample=2)))
+    return conv("deconv3", y)
+
+
+@pytest.fixture(scope="module")
+def fast_style_state():
+    return _random(fast_style_shapes())
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_transformer_net_parity(fast_style_state, tmp_path, suffix):
+    model = load_fast_style(_save(fast_style_state, tmp_path, suffix))
+    assert model.config == TransformerNetConfig() and not model.training
+    x = torch.rand(2, 3, 32, 40, generator=torch.Generator().manual_seed(1)) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), fast_style_reference(fast_style_state, x), **TOL)
+        expected = (fast_style_reference(fast_style_state, x) / 255).clamp(0, 1)
+        torch.testing.assert_close(model.stylize(x / 255), expected, **TOL)
+
+
+def test_transformer_net_strips_stale_running_stats(fast_style_state, tmp_path):
+    state = dict(fast_style_state)
+    state["in1.running_mean"] = torch.zeros(32)
+    state["in1.running_var"] = torch.ones(32)
+    state["res3.in2.running_var"] = torch.ones(128)
+    path = _save(state, tmp_path, ".pth")
+    with pytest.warns(UserWarning, match="dropped 3 InstanceNorm running_mean/running_var") as w:
+        model = load_fast_style(path)
+    assert len(w) == 1
+    x = torch.rand(1, 3, 16, 16) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), fast_style_reference(fast_style_state, x), **TOL)
+
+
+def test_transformer_net_odd_sizes_keep_the_input_size(fast_style_state, tmp_path):
+    """97x131 is reflection-padded to 100x132, run as the reference, then cropped back."""
+    model = load_fast_style(_save(fast_style_state, tmp_path, ".safetensors"))
+    x = torch.rand(1, 3, 97, 131) * 255
+    with torch.no_grad():
+        out = model(x)
+        padded = F.pad(x, (0, 1, 0, 3), mode="reflect")  # (1, 3, 100, 132)
+        expected = fast_style_reference(fast_style_state, padded)[..., :97, :131]
+    assert out.shape == (1, 3, 97, 131)
+    torch.testing.assert_close(out, expected, **TOL)
+    for h, w in ((5, 5), (6, 7), (9, 13)):  # every size from the minimum up works
+        assert model.stylize(torch.rand(1, 3, h, w)).shape == (1, 3, h, w)
+    with pytest.raises(ValueError, match=r"H, W >= 5, got \(1, 3, 4, 8\)"):
+        model(torch.rand(1, 3, 4, 8))
+
+
+def test_load_fast_style_reads_width_and_blocks(tmp_path):
+    state = _random(fast_style_shapes(c=16, blocks=3), seed=3)
+    model = load_fast_style(_save(state, tmp_path, ".pth"))
+    assert model.config == TransformerNetConfig(width=0.5, residual_blocks=3)
+    x = torch.rand(1, 3, 20, 24) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), fast_style_reference(state, x, blocks=3), **TOL)
+
+
+def test_load_fast_style_errors(fast_style_state, tmp_path):
+    with pytest.raises(FileNotFoundError, match="candy.pth"):
+        load_fast_style(tmp_path / "candy.pth")
+    renamed = dict(fast_style_state)
+    renamed["res2.conv1.conv.weight"] = renamed.pop("res2.conv1.conv2d.weight")
+    with pytest.raises(ValueError, match=r"missing 1: res2\.conv1\.conv2d\.weight; "
+                                         r"unexpected 1: res2\.conv1\.conv\.weight") as e:
+        load_fast_style(_save(renamed, tmp_path, ".pth"))
+    assert "\n" not in str(e.value)
+    misshaped = dict(fast_style_state, **{"in4.bias": torch.zeros(65)})
+    with pytest.raises(ValueError, match=r"in4\.bias \[65\] \(expected \[64\]\)"):
+        load_fast_style(_save(misshaped, tmp_path, ".safetensors"))
+
+
+def test_transformer_net_presets_round_trip(tmp_path):
+    assert {"style/transformer-net", "style/transformer-net-small"} <= set(list_models())
+    reference = create_model("style/transformer-net")
+    assert set(reference.state_dict()) == set(fast_style_shapes())
+    model = create_model("style/transformer-net-small")
+    assert model.config.channels() == (16, 32, 64)
+    loaded = TransformerNet.from_pretrained(model.save_pretrained(tmp_path / "small"))
+    assert loaded.config == model.config and loaded.model_name == "style/transformer-net-small"
+    x = torch.rand(1, 3, 12, 12)
+    torch.testing.assert_close(loaded.stylize(x), model.eval().stylize(x), rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- AdaIN
+
+
+def _block(n):
+    return ["pad", "conv", "relu"] * n
+
+
+# naoto0804/pytorch-AdaIN net.py: `vgg` (to relu5_4) and `decoder`, module by module.
+VGG_LAYERS = (["conv"] + _block(2) + ["pool"] + _block(2) + ["pool"] + _block(4) + ["pool"]
+              + _block(4) + ["pool"] + _block(4))
+VGG_WIDTHS = [3, 64, 64, 128, 128, 256, 256, 256, 256] + [512] * 8  # conv outputs, in order
+DECODER_LAYERS = (_block(1) + ["up"] + _block(4) + ["up"] + _block(2) + ["up"] + _block(1)
+                  + ["pad", "conv"])
+RELU = {"relu1_1": 3, "relu2_1": 10, "relu3_1": 17, "relu4_1": 30}  # net.py's enc_1..enc_4
+
+
+def sequential_shapes(layers, widths, in_channels):
+    shapes, widths = {}, iter(widths)
+    for i, kind in enumerate(layers):
+        if kind == "conv":
+            out = next(widths)
+            k = 1 if i == 0 and layers is VGG_LAYERS else 3
+            shapes[f"{i}.weight"], shapes[f"{i}.bias"] = (out, in_channels, k, k), (out,)
+            in_channels = out
+    return shapes
+
+
+def run_sequential(sd, layers, x, start=0, stop=None):
+    """The reference nn.Sequential's layers start..stop-1 with functional ops."""
+    for i in range(start, len(layers) if stop is None else stop):
+        kind = layers[i]
+        if kind == "conv":
+            x = F.conv2d(x, sd[f"{i}.weight"], sd[f"{i}.bias"])
+        elif kind == "pad":
+            x = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        elif kind == "relu":
+            x = F.relu(x)
+        elif kind == "pool":
+            x = F.max_pool2d(x, 2, 2, 0, ceil_mode=True)
+        else:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+    return x
+
+
+def reference_adain(content_feat, style_feat, eps=1e-5):
+    """function.py's adaptive_instance_normalization."""
+
+    def mean_std(f):
+        n, c = f.shape[:2]
+        std = (f.reshape(n, c, -1).var(dim=2) + eps).sqrt().reshape(n, c, 1, 1)
+        return f.reshape(n, c, -1).mean(dim=2).reshape(n, c, 1, 1), std
+
+    (cm, cs), (sm, ss) = mean_std(content_feat), mean_std(style_feat)
+    return (content_feat - cm) / cs * ss + sm
+
+
+def reference_style_transfer(vgg, dec, content, style, alpha, weights=None):
+    """test.py's style_transfer (vgg truncated to relu4_1)."""
+    content_f = run_sequential(vgg, VGG_LAYERS, content, stop=31)
+    style_f = run_sequential(vgg, VGG_LAYERS, style, stop=31)
+    if weights:
+        base = reference_adain(content_f.expand(len(weights), -1, -1, -1), style_f)
+        feat = sum(w * base[i:i + 1] for i, w in enumerate(weights))
+        content_f = content_f[:1]
+    else:
+        feat = reference_adain(content_f, style_f)
+    return run_sequential(dec, DECODER_LAYERS, feat * alpha + content_f * (1 - alpha))
+
+
+@pytest.fixture(scope="module")
+def vgg_state():
+    """vgg_normalised.pth's names and shapes, to relu5_4 (relu4_2.. are zeros: unused)."""
+    state = _random(sequential_shapes(VGG_LAYERS, VGG_WIDTHS, 3), seed=4)
+    return {k: v if int(k.split(".")[0]) < 31 else torch.zeros(v.shape) for k, v in state.items()}
+
+
+@pytest.fixture(scope="module")
+def decoder_state():
+    return _random(sequential_shapes(DECODER_LAYERS, [256, 256, 256, 256, 128, 128, 64, 64, 3],
+                                     512), seed=5)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_adain_encoder_parity(vgg_state, tmp_path, suffix):
+    encoder = load_adain_encoder(_save(vgg_state, tmp_path, suffix))  # the full file
+    assert set(encoder.state_dict()) == {k for k in vgg_state if int(k.split(".")[0]) < 31}
+    x = torch.rand(2, 3, 24, 33)
+    with torch.no_grad():
+        features = encoder.intermediate(x)
+        assert [f.shape[1] for f in features] == [64, 128, 256, 512]
+        start = 0
+        for feature, stop in zip(features, RELU.values(), strict=True):
+            x = run_sequential(vgg_state, VGG_LAYERS, x, start, stop + 1)
+            torch.testing.assert_close(feature, x, **TOL)
+            start = stop + 1
+    assert features[-1].shape[-2:] == (3, 5)  # ceil-mode pools: 24 -> 12 -> 6 -> 3, 33 -> 5
+    truncated = {k: v for k, v in vgg_state.items() if int(k.split(".")[0]) < 31}
+    load_adain_encoder(_save(truncated, tmp_path, suffix, "to_relu4_1"))  # also accepted
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_adain_decoder_parity(decoder_state, tmp_path, suffix):
+    decoder = load_adain_decoder(_save(decoder_state, tmp_path, suffix))
+    t = torch.rand(2, 512, 3, 5)
+    with torch.no_grad():
+        out = decoder(t)
+    assert out.shape == (2, 3, 24, 40)
+    torch.testing.assert_close(out, run_sequential(decoder_state, DECODER_LAYERS, t), **TOL)
+
+
+@pytest.fixture(scope="module")
+def adain_model(vgg_state, decoder_state, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("adain")
+    model = load_adain(_save(vgg_state, folder, ".pth", "vgg_normalised"),
+                       _save(decoder_state, folder, ".safetensors", "decoder"))
+    assert isinstance(model, AdaINModel) and model.config.width == 1.0
+    return model
+
+
+def test_adain_model_parity_alpha_and_interpolation(adain_model, vgg_state, decoder_state):
+    g = torch.Generator().manual_seed(6)
+    content, styles = torch.rand(1, 3, 32, 24, generator=g), torch.rand(2, 3, 40, 32, generator=g)
+    with torch.no_grad():
+        out = adain_model(content, styles[:1], alpha=0.6)
+        ref = reference_style_transfer(vgg_state, decoder_state, content, styles[:1], 0.6)
+        torch.testing.assert_close(out, ref, **TOL)
+        out = adain_model(content, styles, alpha=0.8, weights=[0.25, 0.75])
+        ref = reference_style_transfer(vgg_state, decoder_state, content.expand(2, -1, -1, -1),
+                                       styles, 0.8, weights=[0.25, 0.75])
+        torch.testing.assert_close(out, ref, **TOL)
+
+
+def test_adain_op_matches_style_statistics():
+    g = torch.Generator().manual_seed(7)
+    content = torch.randn(2, 8, 6, 5, generator=g) * 3 + 1
+    style = torch.randn(2, 8, 7, 4, generator=g) * 0.5 - 2
+    out = adain(content, style)
+    torch.testing.assert_close(out, reference_adain(content, style), **TOL)
+    # The mean is the style's exactly; the (unbiased) std is the style's up to eps.
+    torch.testing.assert_close(out.mean((2, 3)), style.mean((2, 3)), **TOL)
+    eps = 1e-5
+    c_var, s_var = content.var((2, 3)), style.var((2, 3))
+    expected_std = ((s_var + eps) * c_var / (c_var + eps)).sqrt()
+    torch.testing.assert_close(out.std((2, 3)), expected_std, **TOL)
+    torch.testing.assert_close(out.std((2, 3)), style.std((2, 3)), rtol=1e-4, atol=1e-4)
+    one_style = adain(content, style[:1])  # one style broadcasts over the contents
+    torch.testing.assert_close(one_style, reference_adain(content, style[:1].expand(2, -1, -1, -1)))
+
+
+def test_adain_alpha_zero_and_one_hot_weights(adain_model):
+    g = torch.Generator().manual_seed(8)
+    content, styles = torch.rand(2, 3, 16, 16, generator=g), torch.rand(2, 3, 24, 16, generator=g)
+    with torch.no_grad():
+        plain = adain_model.decoder(adain_model.encoder(content))
+        torch.testing.assert_close(adain_model(content, styles, alpha=0.0), plain, **TOL)
+        single = adain_model(content, styles[:1])
+        torch.testing.assert_close(adain_model(content, styles, weights=[1.0, 0.0]), single,
+                                   **TOL)
+    with pytest.raises(ValueError, match="alpha must be in"):
+        adain_model(content, styles, alpha=1.5)
+    with pytest.raises(ValueError, match="one number per style image"):
+        adain_model(content, styles, weights=[1.0])
+
+
+def test_adain_sizes(adain_model):
+    content = torch.rand(1, 3, 97, 131)
+    with torch.no_grad():
+        out = adain_model.stylize(content, torch.rand(1, 3, 41, 23))
+        full = adain_model.decoder(adain_model.mix(adain_model.encode(content),
+                                                   adain_model.encode(torch.rand(1, 3, 9, 9))))
+    assert out.shape == (1, 3, 97, 131) and 0 <= out.min() and out.max() <= 1
+    assert full.shape == (1, 3, 104, 136)  # ceil(97 / 8) * 8, ceil(131 / 8) * 8: cropped
+    with pytest.raises(ValueError, match=r"style of shape \(N, 3, H, W\) with H, W >= 9"):
+        adain_model(content, torch.rand(1, 3, 8, 20))
+
+
+def test_adain_loader_errors(vgg_state, decoder_state, tmp_path):
+    with pytest.raises(FileNotFoundError, match="decoder.pth"):
+        load_adain_decoder(tmp_path / "decoder.pth")
+    bad = {("2.weight" if k == "1.weight" else k): v for k, v in decoder_state.items()}
+    with pytest.raises(ValueError, match=r"missing 1: 1\.weight; unexpected 1: 2\.weight"):
+        load_adain_decoder(_save(bad, tmp_path, ".pth"))
+    truncated = {k: v for k, v in vgg_state.items() if int(k.split(".")[0]) < 31}
+    bad = dict(truncated, **{"29.weight": torch.zeros(512, 256, 1, 1)})
+    with pytest.raises(ValueError, match=r"29\.weight \[512, 256, 1, 1\] \(expected \[512, "
+                                         r"256, 3, 3\]\)"):
+        load_adain_encoder(_save(bad, tmp_path, ".safetensors"))
+    partial = dict(truncated, **{"32.weight": vgg_state["32.weight"]})  # relu4_2 only: half
+    with pytest.raises(ValueError, match=r"missing 13: 32\.bias"):
+        load_adain_encoder(_save(partial, tmp_path, ".pth"))
+
+
+def test_adain_presets_round_trip(tmp_path):
+    assert {"style/adain", "style/adain-small"} <= set(list_models())
+    model = create_model("style/adain-small")
+    assert model.decoder[1].out_channels == 128 and model.decoder[-1].out_channels == 3
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    loaded = AdaINModel.from_pretrained(model.save_pretrained(tmp_path / "adain-small"))
+    assert loaded.config == model.config and loaded.model_name == "style/adain-small"
+    content, style = torch.rand(1, 3, 16, 20), torch.rand(1, 3, 16, 16)
+    torch.testing.assert_close(loaded.stylize(content, style, alpha=0.5),
+                               model.eval().stylize(content, style, alpha=0.5), rtol=0, atol=0)
