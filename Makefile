@@ -39,6 +39,7 @@ bench: setup
 	$(PY) benchmarks/unet_step.py --markdown
 	$(PY) benchmarks/generate_cli.py
 	$(PY) benchmarks/onestep.py
+	$(PY) benchmarks/style.py
 
 lint: setup
 	$(VENV)/bin/ruff check mmgen tests benchmarks examples scripts

@@ -84,13 +84,29 @@ def bundled_table(family: str = "cnn") -> list[str]:
             with FlopCounterMode(display=False) as counter, torch.no_grad():
                 model(torch.zeros(1, pre["channels"], pre["size"], pre["size"]))
             flops = f" {counter.get_total_flops() / 1e6:,.1f} |"
-        results = {k: v for k, v in info["results"].items() if k != "train_seconds"}
+        results = {k: v for k, v in info["results"].items()
+                   if k != "train_seconds" and not k.startswith("real/")}
         shown = "<br>".join(f"{k}: {v:.1f} dB" if k.endswith("psnr") else f"{k}: {v:.2%}"
                             for k, v in results.items())
+        shown += real_images_summary(info["results"])
         size_mb = (BUNDLED_DIR / name / "model.safetensors").stat().st_size / 2**20
         rows.append(f"| `{name}` | `{meta['model']}` | {params:,} |{flops} {shown} "
                     f"| {info['results']['train_seconds'] / 60:.1f} min | {size_mb:.2f} MB |")
     return rows
+
+
+def real_images_summary(results: dict[str, float]) -> str:
+    """The lowest ``real/...`` results (issue #24's perturbed and generated inputs) of each
+    kind, or "" if there are none: the full table is in docs/clip.md."""
+    real = {k: v for k, v in results.items() if k.startswith("real/")}
+    if not real:
+        return ""
+    lowest = []
+    for kind in ("retrieval", "zero_shot"):
+        key = min((k for k in real if k.split("/")[-1].startswith(kind)), key=real.get)
+        lowest.append(f"{kind} {real[key]:.2%} ({'/'.join(key.split('/')[1:])})")
+    return ("<br>real images (clean, blurred, noisy, JPEG, shifted, combined), lowest: "
+            + ", ".join(lowest))
 
 
 def pipeline_table() -> list[str]:

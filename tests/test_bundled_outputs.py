@@ -1,29 +1,41 @@
-"""Every bundled model gives bit-identical outputs to those recorded in
-tests/data/bundled_outputs.json (SHA-256 of each output tensor's bytes), so a refactor that
-changes any number a user would see fails here.
+"""Every bundled model gives the outputs recorded in tests/data/bundled_outputs.safetensors
+(fixed inputs, one thread), so a refactor that changes any number a user would see fails here.
+
+The comparison allows what differs between CPUs, not what a change to a model does: kernels
+pick their instructions per CPU (AVX2, AVX-512), which moves fp32 results by about 1e-6
+relative and can turn a pixel by one level; so float outputs must agree within 1e-4 of their
+scale, images within 2 levels per pixel on at most 1 % of the pixels (a changed weight, sampler
+or preprocessing moves them far more; a test checks that a one-step difference is caught).
 
 A change that is meant to change outputs (new weights, a fixed bug) records new ones:
 ``OMP_NUM_THREADS=1 python tests/test_bundled_outputs.py --update`` (and says why in its
 commit)."""
 
-import hashlib
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 import mmgen
 
-REFERENCE = Path(__file__).parent / "data" / "bundled_outputs.json"
+REFERENCE = Path(__file__).parent / "data" / "bundled_outputs.safetensors"
 
 
-def digest(t: torch.Tensor) -> str:
-    t = t.detach().contiguous()
-    return hashlib.sha256(str((t.dtype, tuple(t.shape))).encode()
-                          + t.numpy().tobytes()).hexdigest()
+def mismatch(got: torch.Tensor, ref: torch.Tensor) -> str:
+    """"" if ``got`` matches ``ref`` within the tolerance of the module docstring, else why."""
+    if got.dtype != ref.dtype or got.shape != ref.shape:
+        return f"{got.dtype} {tuple(got.shape)} instead of {ref.dtype} {tuple(ref.shape)}"
+    if ref.dtype == torch.uint8:  # images
+        diff = (got.int() - ref.int()).abs()
+        changed = float((diff > 0).float().mean())
+        if int(diff.max()) > 2 or changed > 0.01:
+            return f"max pixel difference {int(diff.max())}, {changed:.2%} of pixels changed"
+        return ""
+    scale = float(ref.abs().max()) + 1e-12
+    err = float((got - ref).abs().max())
+    return f"max difference {err:.3g} (scale {scale:.3g})" if err > 1e-4 * scale else ""
 
 
 @torch.no_grad()
@@ -70,22 +82,29 @@ def outputs() -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.fixture
-def one_thread():
+def test_bundled_models_give_the_recorded_outputs():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_bundled_models_give_the_recorded_outputs(one_thread):
-    expected = json.loads(REFERENCE.read_text())
-    got = {k: digest(v) for k, v in outputs().items()}
+    try:
+        got = {k: v.detach().contiguous() for k, v in outputs().items()}
+    finally:
+        torch.set_num_threads(threads)
+    expected = load_file(REFERENCE)
     assert sorted(got) == sorted(expected)
-    assert [k for k in expected if got[k] != expected[k]] == []
+    assert {k: why for k in expected if (why := mismatch(got[k], expected[k]))} == {}
+
+
+def test_the_tolerance_catches_real_changes():
+    expected = load_file(REFERENCE)
+    image, embedding = expected["shapes-t2i/ddim8"], expected["shapes-clip/image"]
+    assert mismatch(image, image) == "" and mismatch(embedding, embedding) == ""
+    brighter = (image.int() + 1).clamp(0, 255).to(torch.uint8)  # every pixel one level up
+    assert mismatch(brighter, image)
+    assert mismatch(embedding * (1 + 1e-3), embedding)  # a 0.1 % change of the output
+    assert mismatch(embedding.half().float(), embedding)  # fp16 rounding of the result
+    assert mismatch(embedding[:2], embedding)
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--update"]:
     torch.set_num_threads(1)
-    REFERENCE.write_text(json.dumps({k: digest(v) for k, v in outputs().items()},
-                                    indent=1, sort_keys=True) + "\n")
+    save_file({k: v.detach().contiguous() for k, v in outputs().items()}, str(REFERENCE))

@@ -60,8 +60,6 @@ def test_clip_robustness_reads_clean_and_generated_alike():
             assert 0.0 <= r[f"{group}/{name}/retrieval"] <= 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="issue #24 is open: the bundled shapes-clip takes a small "
-                   "generated green plus for another image (docs/clip.md)")
 def test_search_finds_generated_images_by_their_attributes(tmp_path, monkeypatch, capsys):
     """`mmgen search` over a folder of images made by the bundled shapes-t2i (seen and
     held-out colour-shape pairs): a colour-and-shape query returns exactly its images first,

@@ -95,7 +95,7 @@ def test_train_list_shows_the_registered_recipes_only(capsys):
     assert names == ["mnist-dcgan", "mnist-lenet5", "mnist-resnet18", "mnist-vae",
                      "shapes-classifier", "shapes-clip", "shapes-clip-joint", "shapes-dcgan",
                      "shapes-dit", "shapes-t2i", "shapes-vae", "style-adain",
-                     "style-fast-pointillism", "style-fast-swirls"]
+                     "style-fast"]
 
 
 def test_with_steps_keeps_the_run_shape():

@@ -33,6 +33,7 @@ from mmgen.style.transfer import (
 )
 
 W, H = 64, 48  # the content's size: with --size 64 it is not resized
+FAST_STYLES = ("mosaic", "swirls", "waves")  # of the tiny multi-style fast network
 
 
 @pytest.fixture(autouse=True)
@@ -61,6 +62,14 @@ def files(tmp_path_factory):
         fast.deconv3.conv2d.bias.fill_(128.0)
     fast.save_pretrained(d / "fast")
     save_state_dict(fast.state_dict(), d / "fast.safetensors")
+    fast3 = mmgen.create_model("style/transformer-net-small", styles=FAST_STYLES)
+    with torch.no_grad():  # the same, and norm rows that differ per style
+        fast3.deconv3.conv2d.weight.mul_(20.0)
+        fast3.deconv3.conv2d.bias.fill_(128.0)
+        for name, p in fast3.named_parameters():
+            if name.split(".")[-2].startswith("in"):  # (3, C) gamma and beta rows
+                p.add_(0.5 * torch.randn(p.shape))
+    fast3.save_pretrained(d / "fast3")
     adain = mmgen.create_model("style/adain-small")
     adain.save_pretrained(d / "adain")
     save_state_dict(adain.encoder.state_dict(), d / "encoder.safetensors")
@@ -140,20 +149,42 @@ def test_gatys_reads_a_torchvision_vgg16_file(files, tmp_path):
     assert image.size == (32, 24) and params.weights == str(tmp_path / "vgg16.safetensors")
 
 
-def test_fast_finds_the_installed_model_of_a_style_name(files, tmp_path, monkeypatch, capsys):
+def test_fast_picks_and_blends_the_styles_of_its_network_by_name(files, tmp_path,
+                                                                  monkeypatch, capsys):
     monkeypatch.setenv("MMGEN_HOME", str(tmp_path))
-    mmgen.load(files / "fast").save_pretrained(tmp_path / "models" / "style-fast-mosaic")
-    code, stdout, _ = run(capsys, "style --list")
-    assert code == 0 and "fast:  style-fast-mosaic" in stdout
-    out = tmp_path / "out.png"
-    code, _, err = run(capsys, f"style {files / 'content.png'} mosaic --method fast --size 64 "
-                               f"--out {out}")
-    assert code == 0, err
-    params = read_style_params(out)
-    assert params.weights == "style-fast-mosaic" and params.styles == ("mosaic",)
+    net = mmgen.load(files / "fast3")
+    net.save_pretrained(tmp_path / "models" / "style-fast")  # the installed fast model
+    content = to_tensor(Image.open(files / "content.png"))  # (1, 3, H, W)
+    for argv, mix, names, weights in (
+            ("swirls", 1, ("swirls",), (1.0,)),
+            ("mosaic waves --style-weights 3 1", torch.tensor([0.75, 0.0, 0.25]),
+             ("mosaic", "waves"), (0.75, 0.25))):
+        out = tmp_path / "out.png"
+        code, _, err = run(capsys, f"style {files / 'content.png'} {argv} --method fast "
+                                   f"--size 64 --out {out} --overwrite")
+        assert code == 0, err
+        params = read_style_params(out)
+        assert params.weights == "style-fast" and params.styles == names
+        assert params.style_weights == weights
+        np.testing.assert_array_equal(pixels(out), np.asarray(to_pil(net.stylize(content, mix))))
+    # the same network given as weights, through the API; another style, another image
+    by_folder = stylize(files / "content.png", ["mosaic", "waves"],
+                        StyleRequest("fast", size=64, weights=str(files / "fast3"),
+                                     style_weights=(3, 1)))
+    np.testing.assert_array_equal(pixels(out), np.asarray(by_folder))
+    waves = stylize(files / "content.png", "waves",
+                    StyleRequest("fast", size=64, weights=str(files / "fast3")))
+    assert np.abs(np.asarray(waves, dtype=int) - pixels(out)).mean() > 2
+
+
+def test_fast_runs_a_one_style_network_file_as_before(files):
+    folder = stylize(files / "content.png", [], StyleRequest("fast", size=64,
+                                                             weights=str(files / "fast")))
     by_file = stylize(files / "content.png", [],
                       StyleRequest("fast", size=64, weights=str(files / "fast.safetensors")))
-    np.testing.assert_array_equal(pixels(out), np.asarray(by_file))  # same network
+    np.testing.assert_array_equal(np.asarray(folder), np.asarray(by_file))  # same network
+    params = StyleParams.from_json(by_file.info[JSON_KEY])
+    assert params.styles == () and params.style_weights == ()
 
 
 def test_preserve_color_keeps_the_content_chroma(files, tmp_path, capsys):
@@ -294,7 +325,14 @@ BAD = {
     "style weights": ("{c} {s} mosaic --style-weights 1", "1 weight(s) for 2 style(s)"),
     "negative style weight": ("{c} {s} --style-weights -1", "finite numbers >= 0"),
     "fast not installed": ("{c} mosaic --method fast",
-                           "mmgen train --recipe style-fast-mosaic --install"),
+                           "mmgen train --recipe style-fast --install"),
+    "fast style unknown to the network": ("{c} cubist --method fast --weights {d}/fast3",
+                                          "unknown style(s) 'cubist': the network knows "
+                                          "mosaic, swirls, waves"),
+    "fast network of styles without one": ("{c} --method fast --weights {d}/fast3",
+                                           "knows the styles mosaic, swirls, waves: name one"),
+    "fast style weights count": ("{c} mosaic waves --method fast --weights {d}/fast3 "
+                                 "--style-weights 1", "1 weight(s) for 2 style(s)"),
     "fast with an image": ("{c} {s} --method fast", "use method gatys or adain"),
     "fast with weights and a style": ("{c} mosaic {fast}", "give no style"),
     "fast style weights": ("{c} {fast} --style-weights 1", "give no style_weights"),
@@ -350,9 +388,9 @@ def test_a_huge_input_file_is_refused_from_its_header(files, tmp_path, monkeypat
 def test_debug_shows_the_traceback(files, tmp_path):
     argv = ["style", str(files / "content.png"), "mosaic", "--method", "fast", "--out",
             str(tmp_path / "out.png")]
-    with pytest.raises(FileNotFoundError, match="style-fast-mosaic"):
+    with pytest.raises(FileNotFoundError, match="no installed model style-fast "):
         main(["--debug", *argv])
-    with pytest.raises(FileNotFoundError, match="style-fast-mosaic"):
+    with pytest.raises(FileNotFoundError, match="no installed model style-fast "):
         main([*argv, "--debug"])
 
 

@@ -15,7 +15,12 @@ from safetensors.torch import save_file
 
 from mmgen.registry import create_model, list_models
 from mmgen.style.adain import AdaINModel, adain, load_adain, load_adain_decoder, load_adain_encoder
-from mmgen.style.transformer_net import TransformerNet, TransformerNetConfig, load_fast_style
+from mmgen.style.transformer_net import (
+    ConditionalInstanceNorm2d,
+    TransformerNet,
+    TransformerNetConfig,
+    load_fast_style,
+)
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 
@@ -177,6 +182,134 @@ def test_transformer_net_presets_round_trip(tmp_path):
     assert loaded.config == model.config and loaded.model_name == "style/transformer-net-small"
     x = torch.rand(1, 3, 12, 12)
     torch.testing.assert_close(loaded.stylize(x), model.eval().stylize(x), rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- several styles
+
+STYLES = ("swirls", "pointillism", "waves")
+
+
+def multi_style_net(styles=STYLES, seed=0):
+    """A tiny conditional-IN network whose rows differ per style (gamma ~ 1, beta ~ 0)."""
+    torch.manual_seed(seed)
+    net = TransformerNet(TransformerNetConfig(width=0.25, residual_blocks=2, styles=styles))
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, ConditionalInstanceNorm2d):
+                m.weight.copy_(1.0 + 0.3 * torch.randn(m.weight.shape))
+                m.bias.copy_(0.3 * torch.randn(m.bias.shape))
+    return net.eval()
+
+
+def plain_copy(net, s):
+    """A one-style TransformerNet with ``net``'s shared weights and style ``s``'s norm rows."""
+    plain = TransformerNet(TransformerNetConfig(width=net.config.width,
+                                                residual_blocks=net.config.residual_blocks))
+    state = {k: v[s] if k.split(".")[-2].startswith("in") else v
+             for k, v in net.state_dict().items()}  # in1..in5, resK.in1/in2: (S, C) -> (C,)
+    plain.load_state_dict(state)
+    assert all(isinstance(m, torch.nn.InstanceNorm2d) for n, m in plain.named_modules()
+               if n.split(".")[-1].startswith("in"))
+    return plain.eval()
+
+
+def test_conditional_norm_shapes_and_init():
+    net = TransformerNet(TransformerNetConfig(width=0.25, residual_blocks=2, styles=STYLES))
+    plain = TransformerNet(TransformerNetConfig(width=0.25, residual_blocks=2))
+    assert set(net.state_dict()) == set(plain.state_dict())  # the reference's names
+    for key, value in plain.state_dict().items():
+        if key.split(".")[-2].startswith("in"):
+            assert net.state_dict()[key].shape == (3, *value.shape), key
+            fill = 1.0 if key.endswith("weight") else 0.0  # InstanceNorm2d's init, per row
+            torch.testing.assert_close(net.state_dict()[key], torch.full((3, *value.shape), fill))
+        else:
+            assert net.state_dict()[key].shape == value.shape, key
+
+
+def test_one_hot_style_equals_a_plain_network_with_its_rows():
+    net = multi_style_net()
+    x = torch.rand(2, 3, 22, 30, generator=torch.Generator().manual_seed(1)) * 255
+    with torch.no_grad():
+        outs = [net(x, s) for s in range(3)]
+        for s, out in enumerate(outs):
+            expected = plain_copy(net, s)(x)
+            torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+            torch.testing.assert_close(net(x, torch.full((2,), s)), expected, rtol=0, atol=1e-6)
+            one_hot = torch.nn.functional.one_hot(torch.tensor(s), 3).float()
+            torch.testing.assert_close(net(x, one_hot), expected, rtol=0, atol=1e-6)
+        assert (outs[0] - outs[1]).abs().mean() > 0.3 * outs[0].abs().mean()  # rows matter
+        # per-image indices: image i with style i
+        mixed = net(x, torch.tensor([2, 0]))
+        torch.testing.assert_close(mixed, torch.cat([outs[2][:1], outs[0][1:]]), rtol=0,
+                                   atol=1e-6)
+        # one (S,) mix for every image, or one per image
+        mix = net.style_mix(["swirls", "waves"], [1, 3])
+        torch.testing.assert_close(mix, torch.tensor([0.25, 0.0, 0.75]))
+        torch.testing.assert_close(net(x, torch.stack([mix, mix])), net(x, mix))
+
+
+def test_mixing_weights_interpolate_gamma_and_beta():
+    norm = multi_style_net().in2  # (S, 2C) rows
+    x = torch.randn(2, norm.weight.shape[1], 6, 5, generator=torch.Generator().manual_seed(2))
+    mix = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.25, 0.75]])
+    normalised = torch.nn.functional.instance_norm(x)  # (x - mu) / sigma per image, channel
+    expected = []
+    for i in range(2):
+        gamma = mix[i] @ norm.weight  # row 0: halfway between styles 0 and 1
+        beta = mix[i] @ norm.bias
+        expected.append(normalised[i] * gamma[:, None, None] + beta[:, None, None])
+    with torch.no_grad():
+        torch.testing.assert_close(norm(x, mix), torch.stack(expected), rtol=1e-5, atol=1e-5)
+        half = (norm.weight[0] + norm.weight[1]) / 2, (norm.bias[0] + norm.bias[1]) / 2
+        torch.testing.assert_close(norm(x, mix)[0],
+                                   normalised[0] * half[0][:, None, None] + half[1][:, None, None],
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_multi_style_round_trip(tmp_path):
+    net = multi_style_net()
+    net.info = {"note": "untrained"}
+    folder = net.save_pretrained(tmp_path / "fast3")
+    loaded = TransformerNet.from_pretrained(folder)
+    assert loaded.config == net.config and loaded.config.styles == STYLES  # a tuple again
+    x = torch.rand(1, 3, 16, 16)
+    torch.testing.assert_close(loaded.stylize(x, 1), net.stylize(x, 1), rtol=0, atol=0)
+    created = create_model("style/transformer-net-small", styles=["a", "b"])  # list -> tuple
+    assert created.config.styles == ("a", "b")
+    fp16 = TransformerNet.from_pretrained(created.save_pretrained(tmp_path / "ab",
+                                                                  dtype=torch.float16))
+    assert fp16.config.styles == ("a", "b") and fp16.in1.weight.shape == (2, 16)
+
+
+def test_style_argument_errors():
+    net, plain = multi_style_net(), plain_copy(multi_style_net(), 0)
+    x = torch.rand(2, 3, 8, 8) * 255
+    with pytest.raises(ValueError, match=r"knows 3 styles \(swirls, pointillism, waves\)"):
+        net(x)
+    with pytest.raises(ValueError, match=r"ints in \[0, 3\)"):
+        net(x, 3)
+    with pytest.raises(ValueError, match=r"ints in \[0, 3\)"):
+        net(x, torch.tensor([0, 1, 2]))  # 3 indices for 2 images
+    with pytest.raises(ValueError, match="rows summing to 1"):
+        net(x, torch.tensor([0.5, 0.6, 0.0]))
+    with pytest.raises(ValueError, match="rows summing to 1"):
+        net(x, torch.tensor([1.5, -0.5, 0.0]))
+    with pytest.raises(ValueError, match=r"must be \(3,\) or \(2, 3\)"):
+        net(x, torch.tensor([0.5, 0.5]))
+    with pytest.raises(TypeError, match="net.style_mix"):
+        net(x, "swirls")
+    with pytest.raises(ValueError, match="unknown style.*'mosaic': the network knows swirls, "
+                                         "pointillism, waves"):
+        net.style_mix(["swirls", "mosaic"])
+    with pytest.raises(ValueError, match="2 finite number"):
+        net.style_mix(["swirls", "waves"], [1.0])
+    with pytest.raises(ValueError, match="one style"):
+        plain(x, 1)
+    torch.testing.assert_close(plain(x, 0), plain(x))
+    with pytest.raises(ValueError, match="distinct non-empty names"):
+        TransformerNetConfig(styles=("swirls", "swirls"))
+    with pytest.raises(ValueError, match=r"write \('swirls',\)"):
+        TransformerNetConfig(styles="swirls")
 
 
 # ----------------------------------------------------------------------------- AdaIN
@@ -381,3 +514,31 @@ def test_adain_presets_round_trip(tmp_path):
     content, style = torch.rand(1, 3, 16, 20), torch.rand(1, 3, 16, 16)
     torch.testing.assert_close(loaded.stylize(content, style, alpha=0.5),
                                model.eval().stylize(content, style, alpha=0.5), rtol=0, atol=0)
+
+
+def test_slim_adain_halves_the_encoder_and_decodes_its_features(tmp_path):
+    """adain-slim: the published layout at half width (relu4_1 has 256 channels), its decoder
+    takes those; a decoder file saved from it loads beside its own encoder file only."""
+    from mmgen.style.train import random_encoder
+
+    model = create_model("style/adain-slim")
+    full = create_model("style/adain-small")
+    assert model.encoder.channels == 256 and model.decoder[1].in_channels == 256
+    assert [type(m) for m in model.encoder] == [type(m) for m in full.encoder]
+    ratio = (sum(p.numel() for p in full.encoder.parameters())
+             / sum(p.numel() for p in model.encoder.parameters()))
+    assert 3.9 < ratio < 4.0  # every conv but the 1x1 colour one has half the channels
+    model.encoder.load_state_dict(random_encoder(0, width=0.5).state_dict())
+    x = torch.rand(1, 3, 40, 40)
+    assert model.encode(x).shape == (1, 256, 5, 5)
+    assert model.stylize(x, torch.rand(1, 3, 24, 24)).shape == (1, 3, 40, 40)
+    enc = _save(model.encoder.state_dict(), tmp_path, ".safetensors", "enc")
+    dec = _save(model.decoder.state_dict(), tmp_path, ".safetensors", "dec")
+    assert load_adain_decoder(dec)[1].in_channels == 256
+    published = _save(full.encoder.state_dict(), tmp_path, ".safetensors", "vgg")
+    with pytest.raises(ValueError, match="not a pair"):
+        load_adain(published, dec)
+    with pytest.raises(ValueError):  # only the published width is an encoder file we read
+        load_adain(enc, dec)
+    with pytest.raises(ValueError, match="encoder_width"):
+        create_model("style/adain-slim", encoder_width=0.001)

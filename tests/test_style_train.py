@@ -3,6 +3,7 @@
 
 import json
 from dataclasses import replace
+from functools import partial
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from mmgen.data.photos import load_photo
 from mmgen.metrics.style import color_histogram_distance, structure_similarity, texture_distance
 from mmgen.recipes import get_recipe
 from mmgen.registry import PretrainedModel
+from mmgen.style.styles import load_style
 from mmgen.style.train import (
     AdaINObjective,
     FastStyleObjective,
@@ -73,6 +75,64 @@ def test_fast_style_loss_decreases_and_leaves_the_loss_network_alone():
     assert not any(k.startswith("features") for k in net.state_dict())  # not in the model
     out = objective(net, photos(48)[:1])  # a bare image batch works too
     assert {"loss", "content_loss", "style_loss", "tv_loss"} <= set(out)
+
+
+def tiny_multi_style(styles):
+    """A tiny conditional-IN network whose norm rows differ per style."""
+    torch.manual_seed(0)
+    net = mmgen.create_model("style/transformer-net-small", width=0.25, residual_blocks=1,
+                             styles=styles)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.split(".")[-2].startswith("in"):  # (S, C) gamma and beta rows
+                p.add_(0.3 * torch.randn(p.shape))
+    return net
+
+
+def test_fast_style_objective_gives_each_image_its_styles_grams():
+    """Two styles: the losses equal those of two one-style objectives, each on the images
+    given its style (the network fixed to that style), weighted by their share of the batch."""
+    net = tiny_multi_style(("immunohistochemistry", "swirls"))
+    styles = [TF.to_tensor(load_style(name, 48))[None] for name in net.config.styles]
+    weights = (1e5, 3e5)
+    objective = FastStyleObjective(styles, style_weight=weights)
+    x = photos(48)  # (4, 3, 48, 48)
+    torch.manual_seed(3)
+    index = objective.style_indices(4)
+    assert sorted(index.tolist()) == [0, 0, 1, 1]  # equal shares
+    torch.manual_seed(3)  # the same draw inside the call
+    out = objective(net, (x, None))
+    expected = {key: 0.0 for key in out}
+    for s in (0, 1):
+        single = FastStyleObjective(styles[s], objective.features, style_weight=weights[s])
+        part = single(partial(net, style=s), x[index == s])  # Grams of style s only
+        for key in expected:
+            expected[key] += part[key] * (index == s).sum() / 4
+    for key in expected:
+        torch.testing.assert_close(out[key], expected[key], rtol=1e-5, atol=0, msg=key)
+    # Both styles' rows learn; the style term is weighted per style
+    out["loss"].backward()
+    assert (net.in1.weight.grad.abs().sum(-1) > 0).all()
+    assert out["loss"] > out["content_loss"] + weights[0] * out["style_loss"]
+
+
+def test_fast_style_objective_indices_and_errors():
+    objective = FastStyleObjective([torch.rand(1, 3, 32, 32)] * 3, style_weight=1e5)
+    torch.manual_seed(0)
+    draws = [objective.style_indices(4) for _ in range(30)]
+    torch.manual_seed(0)
+    assert all(torch.equal(a, objective.style_indices(4)) for a in draws)  # reproducible
+    for index in draws:  # consecutive styles from a random first one: shares differ by <= 1
+        assert sorted(torch.bincount(index, minlength=3).tolist()) == [1, 1, 2]
+    assert {int(index[0]) for index in draws} == {0, 1, 2}
+    assert objective.style_weights == (1e5, 1e5, 1e5)
+    plain = mmgen.create_model("style/transformer-net-small", width=0.25, residual_blocks=1)
+    with pytest.raises(ValueError, match="3 style image.*network knows 0 style"):
+        objective(plain, torch.rand(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="one style_weight per style"):
+        FastStyleObjective([torch.rand(1, 3, 32, 32)] * 2, style_weight=(1.0, 2.0, 3.0))
+    with pytest.raises(ValueError, match=r"style 1 must be one RGB image"):
+        FastStyleObjective([torch.rand(1, 3, 32, 32), torch.rand(3, 32, 32)])
 
 
 def test_adain_loss_decreases_and_only_the_decoder_learns(encoder):
@@ -166,11 +226,18 @@ def check_run(tmp_path, recipe, name) -> PretrainedModel:
 
 
 def test_fast_style_recipe_runs_end_to_end(tmp_path):
-    recipe = tiny(get_recipe("style-fast-swirls"), style_size=64,
+    recipe = tiny(get_recipe("style-fast"), style_size=64,
                   model_args={"width": 0.25, "residual_blocks": 1})
-    model = check_run(tmp_path, recipe, "style-fast-swirls")
-    assert model.info["style"] == "swirls"
-    assert model.stylize(torch.rand(1, 3, 40, 40)).shape == (1, 3, 40, 40)
+    model = check_run(tmp_path, recipe, "style-fast")
+    assert model.config.styles == recipe.styles == ("swirls", "pointillism", "waves")
+    assert model.info["styles"] == list(recipe.styles)
+    assert {f"structure_similarity_{name}" for name in recipe.styles} <= set(
+        model.info["results"])
+    assert model.stylize(torch.rand(1, 3, 40, 40), 2).shape == (1, 3, 40, 40)
+    with pytest.raises(ValueError, match="distinct styles of"):
+        replace(recipe, styles=("swirls", "nope"), style_weights=(1.0, 1.0))
+    with pytest.raises(ValueError, match="one style weight each"):
+        replace(recipe, style_weights=(1.0,))
 
 
 def test_adain_recipe_runs_end_to_end_and_ships_its_encoder(tmp_path, encoder):

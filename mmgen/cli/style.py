@@ -3,7 +3,7 @@ as a PNG that carries its parameters.
 
     mmgen style photo.jpg swirls --out out.png                      # gatys, offline
     mmgen style photo.jpg starry.jpg waves --style-weights 2 1 --method adain --out out.png
-    mmgen style photo.jpg mosaic --method fast --out out.png        # style-fast-mosaic
+    mmgen style photo.jpg swirls --method fast --out out.png        # style-fast's swirls
     mmgen style --list                                              # names and models
 
 Every check that needs no network is made before one is loaded, and the output is written
@@ -27,15 +27,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="style transfer: paint CONTENT in the style of STYLE images (PNG with parameters)",
         description="Paint CONTENT in the style of STYLE. CONTENT and STYLE are image files or "
         "names (mmgen style --list); several styles are blended. Methods: gatys (optimisation, "
-        "any style, about a minute at 512 px on a CPU), fast (a network trained on one style: "
-        "STYLE names it, style-fast-STYLE, or --weights gives it), adain (one network for any "
-        "style, style-adain or --weights).",
+        "any style, about a minute at 512 px on a CPU), fast (a network trained on a few styles: "
+        "style-fast and the styles it knows, or --weights gives it), adain (one network for "
+        "any style, style-adain or --weights).",
     )
     p.add_argument("content", nargs="?", metavar="CONTENT",
                    help="the image to repaint: a file or a bundled photo name")
     p.add_argument("styles", nargs="*", metavar="STYLE",
-                   help="style images: files, style names or photo names (fast: one style name, "
-                        "none with --weights)")
+                   help="style images: files, style names or photo names (fast: names of the "
+                        "styles the network knows; none for a one-style --weights file)")
     p.add_argument("--list", action="store_true",
                    help="list the style and photo names and the installed style models")
     p.add_argument("--method", choices=METHODS, default="gatys",
@@ -54,7 +54,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="fast: a TransformerNet .pth/.safetensors file, model folder or name; "
                         "adain: an AdaIN model folder or name, or ENCODER,DECODER files")
     p.add_argument("--style-weights", nargs="+", type=finite_float, metavar="W",
-                   help="one weight per STYLE (gatys, adain), normalised (default: equal)")
+                   help="one weight per STYLE, normalised (default: equal); fast blends the "
+                        "styles inside its network")
     p.add_argument("--steps", type=positive_int,
                    help="gatys: loss evaluations in all (default 380)")
     p.add_argument("--seed", type=seed, help="gatys: seed of the random features (default 0)")
@@ -98,18 +99,17 @@ def _print_list() -> int:
     from mmgen.data.photos import list_photos
     from mmgen.hub import list_pretrained
     from mmgen.style.styles import list_styles
-    from mmgen.style.transfer import DEFAULT_ADAIN, FAST_PREFIX
+    from mmgen.style.transfer import DEFAULT_ADAIN, DEFAULT_FAST
 
     models = list_pretrained()
-    fast = [name for name in models if name.startswith(FAST_PREFIX)]
     lines = [
         "styles (STYLE; drawn or cropped to --size x --size):",
         f"  painted: {', '.join(list_styles('procedural'))}",
         f"  photos:  {', '.join(list_styles('photo'))}",
         f"bundled photos (CONTENT or STYLE): {', '.join(list_photos())}",
         "installed style models:",
-        f"  fast:  {', '.join(fast) or 'none'} (--method fast STYLE runs {FAST_PREFIX}STYLE; "
-        f"make one with mmgen train --recipe {FAST_PREFIX}STYLE --install)",
+        f"  fast:  {DEFAULT_FAST if DEFAULT_FAST in models else 'none'} (--method fast STYLE "
+        f"runs it; make it with mmgen train --recipe {DEFAULT_FAST} --install)",
         f"  adain: {DEFAULT_ADAIN if DEFAULT_ADAIN in models else 'none'} (make it with mmgen "
         f"train --recipe {DEFAULT_ADAIN} --install)",
     ]

@@ -135,13 +135,15 @@ def collate_captions(items: Sequence[dict[str, Any]], key: str = "image") -> dic
 
 
 def shapes_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """:class:`ShapesPairs` items -> images, captions and ``positives[i, j]``: image i has
-    every attribute that caption j names (so "a red shape" matches all red images)."""
+    """:class:`ShapesPairs` items -> images, captions, ``labels`` (N, 5) and
+    ``positives[i, j]``: image i has every attribute that caption j names (so "a red shape"
+    matches all red images)."""
     batch = collate_captions(items)
     labels = torch.stack([it["labels"] for it in items])  # (N, 5)
     named = torch.stack([it["named"] for it in items])  # (N, 5)
     agree = labels[:, None, :] == labels[None, :, :]  # (N_img, N_txt, 5)
     batch["positives"] = (agree | ~named[None, :, :]).all(-1)  # identical captions included
+    batch["labels"] = labels
     return batch
 
 

@@ -90,10 +90,12 @@ def caption_retrieval(model: torch.nn.Module, images, prompts: list[str]) -> flo
 @torch.no_grad()
 def clip_robustness(model: torch.nn.Module, tokenize, n: int = 500,
                     generated: dict[str, torch.Tensor] | None = None,
-                    seed: int = 0) -> dict[str, float]:
+                    seed: int = 0, item_seed: int = 1) -> dict[str, float]:
     """The evaluation of the module docstring on the first ``n`` items of each group's split
-    (seed 1, the captions every Shapes evaluation uses). ``generated`` maps a group to the
-    images (n, 3, H, W) in [0, 1] generated from those items' canonical captions."""
+    (``item_seed`` 1: the items every Shapes evaluation uses; another seed draws other renders
+    of the same combinations, e.g. to choose a checkpoint without looking at the test items).
+    ``generated`` maps a group to the images (n, 3, H, W) in [0, 1] generated from those
+    items' canonical captions."""
     model.eval()
     every = shapes.all_combinations()  # 1,296 attribute combinations
     combos = torch.tensor([a.labels for a in every])  # (1296, 5)
@@ -103,7 +105,7 @@ def clip_robustness(model: torch.nn.Module, tokenize, n: int = 500,
                      for a in shapes.ATTRIBUTES}
     results: dict[str, float] = {}
     for group, split in GROUPS.items():
-        batch = shapes.ShapesDataset(split, length=n, seed=1).as_tensors()
+        batch = shapes.ShapesDataset(split, length=n, seed=item_seed).as_tensors()
         clean = (batch["image"] + 1) / 2  # (n, 3, 64, 64)
         labels = torch.stack([batch[a] for a in shapes.ATTRIBUTES], dim=1)  # (n, 5)
         inputs = {"clean": clean} | {p: perturb(clean, p, seed) for p in PERTURBATIONS}

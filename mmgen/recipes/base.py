@@ -59,6 +59,8 @@ class Recipe(ABC):
     train: TrainConfig  # steps, batch size, learning rate, ...
     targets: dict[str, float] = field(default_factory=dict)  # minimum per result key
     description: str = ""  # one line for `mmgen train --list`
+    init_seed: int | None = None  # seed of torch's RNG while setup() builds the model
+    #   (None: train.seed, which also seeds the run)
 
     @abstractmethod
     def setup(self, out_dir: Path, resume: bool) -> Setup:
@@ -101,7 +103,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, name: str,
     """
     out_dir = Path(out_dir)
     cfg = replace(recipe.train, out_dir=str(out_dir / "run"))
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed if recipe.init_seed is None else recipe.init_seed)
     setup = recipe.setup(out_dir, resume)
     trainer = Trainer(setup.model, setup.objective, setup.dataset, cfg,
                       optimizers=setup.optimizers, collate_fn=setup.collate_fn,

@@ -1,16 +1,18 @@
 """Training the two feed-forward style transfer methods with :class:`mmgen.train.Trainer`
 (issue #19): objectives ``objective(model, batch) -> {"loss": ...}`` and their data.
 
-* :class:`FastStyleObjective` trains a :class:`~mmgen.style.TransformerNet` for one style with
-  Johnson et al.'s perceptual loss (2016, Sec. 3.3-3.4)::
+* :class:`FastStyleObjective` trains a :class:`~mmgen.style.TransformerNet` for one style or
+  several with Johnson et al.'s perceptual loss (2016, Sec. 3.3-3.4)::
 
       loss = content_weight * ||phi_j(y) - phi_j(x)||^2 / (C_j H_j W_j)     (feature loss)
-           + style_weight   * mean_l ||G(phi_l(y)) - G_l(style)||^2 / C_l^2  (style loss)
+           + style_weight_s * mean_l ||G(phi_l(y)) - G_l(style_s)||^2 / C_l^2 (style loss)
            + tv_weight      * TV(y)                                         (smoothness)
 
-  for y = net(x), with the frozen loss network phi, by default
-  ``feature_network("random")`` (no download). The loss network lives in the objective, not
-  in the model: it is neither trained nor saved with the model's weights.
+  for y = net(x, s), averaged over the batch, each image with its own style s (one network
+  for several styles through conditional instance norm, Dumoulin et al. 2017), with the
+  frozen loss network phi, by default ``feature_network("random")`` (no download). The loss
+  network lives in the objective, not in the model: it is neither trained nor saved with the
+  model's weights.
 * :class:`AdaINObjective` trains the decoder g of an :class:`~mmgen.style.AdaINModel` (Huang &
   Belongie 2017, Sec. 6, eqs. 11-13), with t = AdaIN(f(c), f(s)) from the frozen encoder f::
 
@@ -19,7 +21,7 @@
                                 + ||sigma(phi_i(g(t))) - sigma(phi_i(s))||^2 (relu1_1..relu4_1)
 
   (squared norms as means, as the reference implementation).
-* :func:`random_encoder`: an AdaIN encoder in the published architecture with seeded random
+* :func:`random_encoder`: an AdaIN encoder in the published layout (any width) with seeded random
   filters, LSUV-calibrated (:func:`lsuv_calibrate`) instead of ImageNet weights. Its weights
   are part of the model's state dict, so a model trained on it saves and loads like a
   published encoder/decoder pair.
@@ -53,59 +55,109 @@ FAST_CONTENT_LAYER = "relu2_1"  # Johnson et al.'s relu2_2, block for block
 
 
 class FastStyleObjective:
-    """``objective(net, batch)`` for a :class:`~mmgen.style.TransformerNet` and one style.
+    """``objective(net, batch)`` for a :class:`~mmgen.style.TransformerNet` and one style or
+    several.
 
     ``batch`` is content images (B, 3, H, W) in [0, 1], or an ``(images, labels)`` pair (what
     :class:`~mmgen.data.photos.PhotoPatches` collates to; labels are ignored). The network
     works in [0, 255]; its raw (unclamped) output, divided by 255, is what the loss sees.
 
+    With S > 1 styles the network must know S styles (``config.styles``, conditional instance
+    norm; Dumoulin et al. 2017): every call gives each image a style (:meth:`style_indices`),
+    runs the network with those indices and compares image i's Grams with its style's. The
+    style term is then the mean over images of ``style_weight[s_i]`` times image i's Gram
+    loss, and ``style_loss`` the same without the weights. One style runs a one-style
+    network as it is (``net(x)``), or a network that knows one style with index 0.
+
     Args:
-        style: (1, 3, Hs, Ws) style image in [0, 1]; its Gram matrices are computed once here.
+        style: one (1, 3, Hs, Ws) style image in [0, 1], or a sequence of them (sizes may
+            differ), in the order of the network's ``config.styles``; their Gram matrices are
+            computed once here.
         features: the frozen loss network; default ``feature_network("random")``. Kept in this
             objective, not in the model, so it is neither trained nor saved with the model.
         content_layer: layer of the feature (content) loss.
         style_layers: layers of the style (Gram) loss, averaged.
         content_weight: weight of the feature loss.
-        style_weight: weight of the style loss (Grams are normalised by C * H * W, so their
-            errors are small numbers: see :func:`~mmgen.style.losses.gram_matrix`). With the
-            random network, 1e6 lowers the style loss of 256 px photos 25-130x in Gatys
+        style_weight: weight of the style loss, or one per style (styles differ in how large
+            their Gram errors are). Grams are normalised by C * H * W, so their errors are
+            small numbers (see :func:`~mmgen.style.losses.gram_matrix`). With the random
+            network, 1e6 lowers the style loss of 256 px photos 25-130x in Gatys
             optimisations with these layers, keeping their contours.
         tv_weight: weight of the squared total variation of the output ([0, 1] units).
     """
 
-    def __init__(self, style: torch.Tensor, features: FeatureNetwork | None = None,
+    def __init__(self, style: torch.Tensor | Sequence[torch.Tensor],
+                 features: FeatureNetwork | None = None,
                  content_layer: str = FAST_CONTENT_LAYER,
                  style_layers: Sequence[str] = FAST_STYLE_LAYERS, content_weight: float = 1.0,
-                 style_weight: float = 1e6, tv_weight: float = 1.0):
-        if style.ndim != 4 or style.shape[:2] != (1, 3):
-            raise ValueError(f"style must be one RGB image (1, 3, H, W) in [0, 1], got "
-                             f"{tuple(style.shape)}; add a batch dimension with x[None]")
-        if min(content_weight, style_weight, tv_weight) < 0:
+                 style_weight: float | Sequence[float] = 1e6, tv_weight: float = 1.0):
+        styles = [style] if isinstance(style, torch.Tensor) else list(style)
+        for i, image in enumerate(styles):
+            if not isinstance(image, torch.Tensor) or image.ndim != 4 \
+                    or image.shape[:2] != (1, 3):
+                shape = tuple(image.shape) if isinstance(image, torch.Tensor) else image
+                raise ValueError(f"style {i} must be one RGB image (1, 3, H, W) in [0, 1], got "
+                                 f"{shape}; add a batch dimension with x[None]")
+        weights = [style_weight] * len(styles) if isinstance(style_weight, (int, float)) \
+            else list(style_weight)
+        if not styles or len(weights) != len(styles):
+            raise ValueError(f"need at least one style image and one style_weight per style, "
+                             f"got {len(styles)} image(s) and style_weight={style_weight}")
+        if min(content_weight, *weights, tv_weight) < 0:
             raise ValueError(f"loss weights must be >= 0, got content {content_weight}, style "
                              f"{style_weight}, tv {tv_weight}")
         self.features = features if features is not None else feature_network("random")
         self.content_layer = content_layer
         self.style_layers = tuple(style_layers)
-        self.content_weight, self.style_weight, self.tv_weight = (content_weight, style_weight,
-                                                                  tv_weight)
+        self.content_weight, self.tv_weight = content_weight, tv_weight
+        self.style_weights = tuple(float(w) for w in weights)  # (S,)
         with torch.no_grad():
-            maps = self.features(style.float(), self.style_layers)
-        self.grams = {name: gram_matrix(maps[name]) for name in self.style_layers}  # (1, C, C)
+            maps = [self.features(image.float(), self.style_layers) for image in styles]
+        self.grams = {name: torch.cat([gram_matrix(m[name]) for m in maps])  # (S, C, C)
+                      for name in self.style_layers}
+
+    @property
+    def num_styles(self) -> int:
+        """S, the number of style images."""
+        return len(self.style_weights)
+
+    def style_indices(self, batch_size: int) -> torch.Tensor:
+        """(B,) style of each image: consecutive styles from a random first one, so every
+        batch has the styles in equal shares (up to one image) and each style is as likely
+        to get the extra one. Drawn from the global torch RNG, which the Trainer checkpoints:
+        training stays reproducible and resumable. One style: zeros, nothing drawn."""
+        if self.num_styles == 1:
+            return torch.zeros(batch_size, dtype=torch.long)
+        first = torch.randint(self.num_styles, ())
+        return (first + torch.arange(batch_size)) % self.num_styles  # (B,)
 
     def __call__(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch  # (B, 3, H, W) in [0, 1]
         self.features.to(x.device)
-        grams = {name: g.to(x.device) for name, g in self.grams.items()}
-        y = model(x * 255.0) / 255.0  # (B, 3, H, W), raw
+        known = len(getattr(getattr(model, "config", None), "styles", ()))
+        if (known or self.num_styles > 1) and known != self.num_styles:
+            raise ValueError(f"the objective has {self.num_styles} style image(s) but the "
+                             f"network knows {known} style(s) (config.styles); build it with "
+                             "one name per style image")
+        index = self.style_indices(len(x))  # (B,)
+        y = (model(x * 255.0, index.to(x.device)) if known else model(x * 255.0)) / 255.0
         layers = list(dict.fromkeys([self.content_layer, *self.style_layers]))
         with torch.no_grad():
             target = self.features(x, [self.content_layer])  # {layer: (B, C, h, w)}
-        maps = self.features(y, layers)
-        terms = {"content": content_loss(maps, target),
-                 "style": style_loss(maps, grams),
+        maps = self.features(y, layers)  # {layer: (B, C, h, w)} of the raw output
+        # The style term per style s over its images I_s: a mean over images of
+        # w_{s_i} * loss_i is sum_s |I_s| / B * w_s * style_loss(images of s, Grams of s).
+        style, weighted = y.new_zeros(()), y.new_zeros(())
+        for s in index.unique().tolist():
+            items = (index == s).to(x.device)
+            term = style_loss({k: maps[k][items] for k in self.style_layers},
+                              {k: g[s:s + 1].to(x.device) for k, g in self.grams.items()})
+            share = items.sum() / len(x)
+            style = style + share * term
+            weighted = weighted + share * self.style_weights[s] * term
+        terms = {"content": content_loss(maps, target), "style": style,
                  "tv": total_variation(y)}
-        loss = (self.content_weight * terms["content"] + self.style_weight * terms["style"]
-                + self.tv_weight * terms["tv"])
+        loss = self.content_weight * terms["content"] + weighted + self.tv_weight * terms["tv"]
         return {"loss": loss, **{f"{k}_loss": v.detach() for k, v in terms.items()}}
 
 
@@ -152,8 +204,7 @@ class AdaINObjective:
 
 
 @torch.no_grad()
-@torch.no_grad()
-def random_encoder(seed: int = 0) -> AdaINEncoder:
+def random_encoder(seed: int = 0, width: float = 1.0) -> AdaINEncoder:
     """The AdaIN encoder (normalised VGG-19 to relu4_1, the published layout) with seeded
     random filters instead of ImageNet weights: deterministic, no download.
 
@@ -167,9 +218,10 @@ def random_encoder(seed: int = 0) -> AdaINEncoder:
 
     Args:
         seed: seeds the filters and the calibration images.
+        width: channel multiplier (:class:`~mmgen.style.adain.AdaINConfig` ``encoder_width``).
     """
     generator = torch.Generator().manual_seed(seed)
-    encoder = AdaINEncoder()
+    encoder = AdaINEncoder(width)
     for i, m in enumerate(encoder):
         if isinstance(m, nn.Conv2d):
             if i == 0:

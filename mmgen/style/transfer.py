@@ -3,7 +3,7 @@
     from mmgen.style.transfer import StyleRequest, save_png, stylize
 
     image = stylize("photo.jpg", ["swirls"])                            # gatys, offline
-    image = stylize("photo.jpg", ["mosaic"], StyleRequest(method="fast"))  # style-fast-mosaic
+    image = stylize("photo.jpg", ["swirls"], StyleRequest(method="fast"))  # style-fast
     image = stylize("photo.jpg", ["starry.jpg", "waves"],
                     StyleRequest(method="adain", style_weights=(0.7, 0.3)))
     save_png(image, "out.png")  # with its parameters in the PNG's text chunks
@@ -13,10 +13,12 @@ Three methods:
 * ``gatys`` (Gatys et al. 2016, :mod:`mmgen.style.gatys`): optimises the pixels, coarse to
   fine, against a feature network: the offline random one, or torchvision's VGG-19/16 from a
   file (``vgg_weights``). Any style images; about a minute at 512 px on one CPU thread.
-* ``fast`` (Johnson et al. 2016, :mod:`mmgen.style.transformer_net`): one trained network per
-  style, so the style argument *names the network*: style ``mosaic`` runs the installed model
-  ``style-fast-mosaic`` (``mmgen train --recipe style-fast-mosaic --install`` makes it), or
-  ``weights`` gives one (and then no style is given).
+* ``fast`` (Johnson et al. 2016, :mod:`mmgen.style.transformer_net`): a trained network that
+  knows its styles, so styles are *names* of the network's ``config.styles``: the installed
+  ``style-fast`` (``mmgen train --recipe style-fast --install`` makes it) knows swirls,
+  pointillism and waves; several names are blended by ``style_weights`` (conditional instance
+  norm: their (gamma, beta) mixed, Dumoulin et al. 2017). ``weights`` gives another network;
+  a one-style network (pytorch/examples' ``candy.pth``, ...) is its style: give no style.
 * ``adain`` (Huang & Belongie 2017, :mod:`mmgen.style.adain`): one trained decoder for every
   style, in one forward pass; the installed ``style-adain`` unless ``weights`` names another.
 
@@ -47,10 +49,10 @@ from PIL import Image, PngImagePlugin
 
 from mmgen.checkpoint import load_state_dict, safetensors_shapes, write_file
 from mmgen.data.photos import list_photos, load_photo
-from mmgen.hub import list_pretrained, load
+from mmgen.hub import list_pretrained, load, model_dir
 from mmgen.limits import MAX_STEPS, check_image_size, check_seed
 from mmgen.pipeline import weights_hash
-from mmgen.registry import config_from_dict
+from mmgen.registry import config_from_dict, read_saved_config
 from mmgen.style.adain import AdaINModel, load_adain
 from mmgen.style.color import luminance_only, match_color
 from mmgen.style.features import feature_network
@@ -66,10 +68,10 @@ from mmgen.style.images import (
     to_tensor,
 )
 from mmgen.style.styles import list_styles, load_style
-from mmgen.style.transformer_net import TransformerNet, load_fast_style
+from mmgen.style.transformer_net import TransformerNet, load_fast_style, style_mix
 
 METHODS = ("gatys", "fast", "adain")
-FAST_PREFIX = "style-fast-"  # + a style name: the installed fast model of that style
+DEFAULT_FAST = "style-fast"  # the installed fast model: one network for several styles
 DEFAULT_ADAIN = "style-adain"
 GATYS_STEPS = 380  # loss evaluations by default, as GatysConfig's (200, 120, 60)
 MIN_STAGE = 96  # gatys: coarse stages with a smaller long side are skipped
@@ -97,11 +99,12 @@ class StyleRequest:
     preserve_color: bool = False
     size: int = 512  # long side of the output in px; the content is resized, aspect kept
     vgg_weights: str | None = None  # gatys: a torchvision VGG-19/16 file; None: random features
-    # fast: a TransformerNet .pth/.safetensors file, mmgen folder or installed name; adain: an
-    # AdaINModel folder or name, or "ENCODER,DECODER" (vgg_normalised.pth,decoder.pth);
-    # None: the installed model (style-fast-<style>, style-adain).
+    # fast: a TransformerNet .pth/.safetensors file (one style), mmgen folder or installed
+    # name; adain: an AdaINModel folder or name, or "ENCODER,DECODER"
+    # (vgg_normalised.pth,decoder.pth); None: the installed model (style-fast, style-adain).
     weights: str | None = None
-    style_weights: tuple[float, ...] = ()  # gatys, adain: one weight per style (normalised)
+    style_weights: tuple[float, ...] = ()  # one weight per style (normalised); fast: per name
+
     steps: int = GATYS_STEPS  # gatys: loss evaluations in all, over the coarse-to-fine stages
     seed: int = 0  # gatys: seed of the random feature network (fast, adain: deterministic)
 
@@ -146,7 +149,8 @@ class StyleParams:
     width: int  # output width in px
     height: int  # output height in px
     content: str  # file, photo name, or "PIL image WxH"
-    styles: tuple[str, ...]  # files or names; fast: the style name, () with weights
+    styles: tuple[str, ...]  # files or names; fast: the network's style names, () for a
+    #   one-style network
     style_weights: tuple[float, ...]  # normalised blend weights, one per style
     weights: str  # network: "random" or a VGG file (gatys), a model name, folder or file(s)
     weights_hash: str  # first 10 hex digits of the SHA-256 of the network's weights
@@ -190,8 +194,8 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource],
     Args:
         content: a PIL image, an image file or a bundled photo name.
         styles: style images (PIL, files, style or photo names), blended by
-            ``request.style_weights``; for ``fast``, the style name of the network (none
-            when ``request.weights`` gives it).
+            ``request.style_weights``; for ``fast``, names of the network's styles
+            (``config.styles``), blended the same way, and none for a one-style network.
         request: method and options; ``None`` for :class:`StyleRequest` defaults (gatys).
         progress: gatys: show a tqdm bar on stderr.
 
@@ -201,7 +205,9 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource],
     request = request or StyleRequest()
     styles = [styles] if isinstance(styles, (str, os.PathLike, Image.Image)) else list(styles)
     _check_styles(request, styles)
-    network = _network_source(request, styles)  # checked to exist, not loaded
+    network = _network_source(request)  # checked to exist, not loaded
+    if request.method == "fast":
+        _check_fast_styles(request, styles, network)  # against its config, nothing loaded
     image, content_label = _open(content, "content", request.size)
     width, height = _output_size(image, content_label, request)
     content_t = to_tensor(resize_long_side(image, request.size))  # (1, 3, height, width)
@@ -215,9 +221,12 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource],
             _check_fit(im, f"style {label}", first, request.method)
         labels = [label for _, label in opened]
         style_ts = [to_tensor(resize_long_side(im, request.size)) for im, _ in opened]
-    blend = _normalised(request.style_weights or (1.0,) * len(style_ts))
-    run = {"gatys": _gatys, "fast": _fast, "adain": _adain}[request.method]
-    out, weights_hash = run(content_t, style_ts, blend, request, network, progress)
+    blend = _normalised(request.style_weights or (1.0,) * len(labels))
+    if request.method == "fast":  # picks its styles by name
+        out, weights_hash = _fast(content_t, labels, blend, request, network)
+    else:
+        run = {"gatys": _gatys, "adain": _adain}[request.method]
+        out, weights_hash = run(content_t, style_ts, blend, request, network, progress)
     params = StyleParams(request.method, float(request.strength), request.preserve_color,
                          request.size, width, height, content_label, tuple(labels), blend,
                          network, weights_hash, request.steps if request.method == "gatys"
@@ -229,29 +238,48 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource],
 
 
 def _check_styles(request: StyleRequest, styles: list[Any]) -> None:
-    """The styles the method takes: one name for fast (none with weights), >= 1 otherwise."""
-    method, n = request.method, len(styles)
-    if method == "fast":
-        if request.style_weights:
-            raise ValueError("fast has its one style baked into the network: give no "
-                             "style_weights (--style-weights)")
-        if request.weights is not None and styles:
-            raise ValueError(f"fast with weights {request.weights!r}: the network is the style; "
-                             f"give no style (got {', '.join(map(_label, styles))})")
-        if request.weights is None and (n != 1 or not isinstance(styles[0], str)
-                                        or Path(styles[0]).name != styles[0]):
-            got = ", ".join(map(_label, styles)) or "none"
-            raise ValueError(f"fast runs a network trained on one style: name that style (e.g. "
-                             f"'mosaic' for the model style-fast-mosaic) or give the network as "
-                             f"weights (--weights); got style(s) {got}. To copy the style of "
-                             "an image, use method gatys or adain")
+    """The styles the method takes: names for fast (:func:`_check_fast_styles` then checks
+    them against the network), >= 1 of any kind otherwise, and one weight per style."""
+    if request.method == "fast":
+        images = [s for s in styles if not (isinstance(s, str) and Path(s).name == s)]
+        if images:
+            raise ValueError(f"fast picks its styles by name from its network (e.g. 'swirls' "
+                             f"of {DEFAULT_FAST}); got {', '.join(map(_label, images))}. To "
+                             "copy the style of an image, use method gatys or adain")
         return
     if not styles:
-        raise ValueError(f"{method} needs at least one style (an image file, a PIL image, or a "
-                         "name of mmgen style --list)")
+        raise ValueError(f"{request.method} needs at least one style (an image file, a PIL "
+                         "image, or a name of mmgen style --list)")
+    _check_weight_count(request, len(styles))
+
+
+def _check_weight_count(request: StyleRequest, n: int) -> None:
     if request.style_weights and len(request.style_weights) != n:
         raise ValueError(f"style_weights (--style-weights) has {len(request.style_weights)} "
                          f"weight(s) for {n} style(s); give one per style")
+
+
+def _check_fast_styles(request: StyleRequest, names: list[str], network: str) -> None:
+    """fast's style names (and weights) against the ``config.styles`` of ``network``, read
+    from its config (a bare weight file is a one-style network)."""
+    known = () if Path(network).is_file() else \
+        read_saved_config(model_dir(network), TransformerNet)[2].styles
+    if not known:
+        if request.style_weights:
+            raise ValueError(f"fast network {network} has its one style built in: give no "
+                             "style_weights (--style-weights)")
+        if names:
+            raise ValueError(f"fast network {network} has its one style built in: give no "
+                             f"style (got {', '.join(map(_label, names))})")
+        return
+    if not names:
+        raise ValueError(f"fast network {network} knows the styles {', '.join(known)}: name "
+                         "one or more (several are blended by --style-weights)")
+    _check_weight_count(request, len(names))
+    try:
+        style_mix(known, names, request.style_weights or None)
+    except ValueError as e:
+        raise ValueError(f"fast network {network}: {e}") from None
 
 
 def _label(item: Any) -> str:
@@ -259,7 +287,7 @@ def _label(item: Any) -> str:
         else repr(os.fspath(item)) if isinstance(item, (str, os.PathLike)) else repr(item)
 
 
-def _network_source(request: StyleRequest, styles: list[Any]) -> str:
+def _network_source(request: StyleRequest) -> str:
     """The network that will run, as it is recorded: "random" or a VGG file (gatys), a
     model name, folder or file, or "ENCODER,DECODER"; checked to exist, not loaded."""
     if request.method == "gatys":
@@ -271,9 +299,13 @@ def _network_source(request: StyleRequest, styles: list[Any]) -> str:
         return "random" if path is None else path
     source = request.weights
     if source is None:
-        name = FAST_PREFIX + styles[0] if request.method == "fast" else DEFAULT_ADAIN
+        name = DEFAULT_FAST if request.method == "fast" else DEFAULT_ADAIN
         if name not in list_pretrained():
-            raise FileNotFoundError(_missing_model(name, request.method, styles))
+            what = "a TransformerNet .pth/.safetensors file or model folder" \
+                if request.method == "fast" else "an AdaIN model folder or ENCODER,DECODER files"
+            raise FileNotFoundError(f"no installed model {name} for method {request.method}; "
+                                    f"make it with `mmgen train --recipe {name} --install`, or "
+                                    f"give {what} with --weights")
         return name
     if request.method == "adain" and not Path(source).exists() and "," in source:
         for part in source.split(","):
@@ -290,19 +322,6 @@ def _network_source(request: StyleRequest, styles: list[Any]) -> str:
         raise FileNotFoundError(f"weights {source!r}: no such file or folder, nor an installed "
                                 "model name (mmgen models --pretrained lists them)")
     return source
-
-
-def _missing_model(name: str, method: str, styles: list[Any]) -> str:
-    """Why the default network ``name`` is missing, and what to do."""
-    if method == "fast" and styles[0] not in list_styles():
-        return (f"fast needs a network trained on one style, and {styles[0]!r} is not a style "
-                f"name ({', '.join(list_styles())}) with an installed model {name}; give the "
-                "network with --weights, or use method gatys or adain to copy the style of "
-                "an image")
-    what = "a TransformerNet .pth/.safetensors file or model folder" if method == "fast" \
-        else "an AdaIN model folder or ENCODER,DECODER files"
-    return (f"no installed model {name} for method {method}; make it with `mmgen train "
-            f"--recipe {name} --install`, or give {what} with --weights")
 
 
 def _open(item: Any, role: str, size: int) -> tuple[Image.Image, str]:
@@ -393,12 +412,14 @@ def _vgg_arch(path: str) -> str:
         else "vgg19"
 
 
-def _fast(content: torch.Tensor, styles: list[torch.Tensor], blend: tuple[float, ...],
-          request: StyleRequest, source: str, progress: bool) -> tuple[torch.Tensor, str]:
-    """One pass of the style's TransformerNet, blended with the content by ``strength``."""
+def _fast(content: torch.Tensor, names: list[str], blend: tuple[float, ...],
+          request: StyleRequest, source: str) -> tuple[torch.Tensor, str]:
+    """One pass of the TransformerNet with its styles ``names`` mixed by ``blend`` (none for a
+    one-style network), blended with the content by ``strength``."""
     net = load_fast_style(source) if Path(source).is_file() else load(source, kind=TransformerNet)
+    style = net.style_mix(names, blend) if names else None  # (S,) weights of its styles
     s = request.strength
-    out = s * net.stylize(content) + (1 - s) * content  # (1, 3, H, W); s = 0: the content
+    out = s * net.stylize(content, style) + (1 - s) * content  # (1, 3, H, W); s = 0: content
     if request.preserve_color:
         out = luminance_only(out, content)
     return out, weights_hash(net)

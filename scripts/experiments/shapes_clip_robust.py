@@ -59,6 +59,11 @@ def main() -> None:
     parser.add_argument("--captions", default="varied",
                         help="training caption mode (TRAINING_CAPTION_MODES)")
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=3, help="training seed")
+    parser.add_argument("--catalogue", type=float, default=0.0,
+                        help="weight of the loss over all seen canonical captions "
+                             "(mmgen.clip.train.CatalogueObjective)")
+    parser.add_argument("--keep", type=int, default=3, help="checkpoints kept on disk")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
@@ -77,9 +82,14 @@ def main() -> None:
                          lr=args.lr or (3e-4 if args.tower == "finetune" else 1e-3),
                          lr_schedule="cosine",
                          warmup_steps=50, weight_decay=0.1, ema_decay=0.995,
-                         mixed_precision="auto", ckpt_every=250, log_every=25, seed=3,
+                         mixed_precision="auto", ckpt_every=250, log_every=25, seed=args.seed,
+                         keep_checkpoints=args.keep,
                          out_dir=str(out / "run"))
-    trainer = Trainer(model, ContrastiveObjective(model.tokenize), data, config,
+    objective = ContrastiveObjective(model.tokenize)
+    if args.catalogue:
+        from mmgen.recipes.clip import seen_catalogue
+        objective = seen_catalogue(model.tokenize, args.catalogue)
+    trainer = Trainer(model, objective, data, config,
                       collate_fn=shapes_collate)
     resume = "latest" if any((out / "run" / "checkpoints").glob("step_*")) else None
     trainer.fit(resume=resume)
