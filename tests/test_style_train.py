@@ -240,11 +240,13 @@ def test_fast_style_recipe_runs_end_to_end(tmp_path):
         replace(recipe, style_weights=(1.0,))
 
 
-def test_adain_recipe_runs_end_to_end_and_ships_its_encoder(tmp_path, encoder):
+def test_adain_recipe_runs_end_to_end_and_ships_its_encoder(tmp_path):
     recipe = tiny(get_recipe("style-adain"), style_size=64, model_args={"width": 0.125})
     model = check_run(tmp_path, recipe, "style-adain")
     assert model.info["held_out_styles"] == list(recipe.held_out)
     assert not set(recipe.held_out) & set(model.info["train_styles"])
+    assert model.config.encoder_width == 0.5  # style/adain-slim
+    encoder = random_encoder(recipe.encoder_seed, model.config.encoder_width)
     for k, v in encoder.state_dict().items():  # the random encoder, as fp16, in the file
         torch.testing.assert_close(model.encoder.state_dict()[k], v.half().float(),
                                    rtol=0, atol=0)
