@@ -104,7 +104,6 @@ class StyleRequest:
     # (vgg_normalised.pth,decoder.pth); None: the installed model (style-fast, style-adain).
     weights: str | None = None
     style_weights: tuple[float, ...] = ()  # one weight per style (normalised); fast: per name
-
     steps: int = GATYS_STEPS  # gatys: loss evaluations in all, over the coarse-to-fine stages
     seed: int = 0  # gatys: seed of the random feature network (fast, adain: deterministic)
 
