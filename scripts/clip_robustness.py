@@ -19,7 +19,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,25 +29,12 @@ METRICS = ("retrieval", "zero_shot_color", "zero_shot_shape", "zero_shot_size",
 
 def generated_images(t2i: str, n: int, work: Path) -> dict[str, torch.Tensor]:
     """Images (n, 3, 64, 64) in [0, 1] that ``t2i`` makes from the canonical captions of each
-    group's first n items (seed 1), cached in ``work``."""
-    import mmgen
-    from mmgen.checkpoint import atomic_path
-    from mmgen.data import shapes
+    group's first n items (dataset seed 1, image i with noise seed i), cached in ``work``."""
     from mmgen.metrics.clip_robustness import GROUPS
+    from mmgen.recipes.clip import generate_shapes
 
-    pipe = mmgen.load(t2i)
-    out = {}
-    for group, split in GROUPS.items():
-        path = work / f"{pipe.model_hash}-{split}-{n}.npy"
-        if not path.is_file():
-            prompts = [shapes.caption(shapes.sample_attrs(split, 1, i)) for i in range(n)]
-            images = pipe(prompts, seed=0, batch_size=50)
-            work.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                np.save(f, np.stack([np.asarray(im) for im in images]))  # (n, 64, 64, 3)
-        arr = np.load(path)
-        out[group] = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255
-    return out
+    return {group: torch.from_numpy(generate_shapes(t2i, split, 1, n, work))
+            .permute(0, 3, 1, 2).float() / 255 for group, split in GROUPS.items()}
 
 
 def render(results: dict[str, float], model: str, t2i: str, n: int) -> str:

@@ -3,6 +3,7 @@
 import json
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -436,6 +437,97 @@ def test_second_stage_recipe_starts_from_the_first_and_freezes_the_text_tower(
     else:
         text_keys = [k for k in first if not k.startswith("visual.") and k != "logit_scale"]
         assert text_keys and all(torch.equal(first[k], second[k]) for k in text_keys)
+
+
+def test_generated_experiment_tunes_the_bundled_recipe_on_images_of_seen_pairs(tmp_path,
+                                                                             monkeypatch):
+    """shapes-clip-generated (an experiment) starts from the bundled recipe's run (trained
+    first if missing), generates its seen-pair images with shapes-t2i into its folder, and
+    tunes the image tower only."""
+    from dataclasses import replace
+
+    from mmgen.checkpoint import load_state_dict
+    from mmgen.recipes import RECIPES, get_recipe
+
+    spec = _experiments()["shapes-clip-generated"]
+    assert spec.init == "shapes-clip" and spec.init_parts == "all"
+    assert spec.freeze_text and spec.generated >= 1000 and 0 < spec.generated_prob < 1
+    small = {"vision": {"layers": 1}, "text": {"layers": 1}}
+    train = replace(get_recipe("shapes-clip-joint").train, steps=2, batch_size=8,
+                    ckpt_every=0, log_every=1, warmup_steps=0)
+    replace(get_recipe("shapes-clip-joint"), model_args=small, train=train,
+            eval_items=8).run(tmp_path / "joint", "shapes-clip-joint")
+    stand_in = str(tmp_path / "joint" / "model")  # for the bundled shapes-clip
+    monkeypatch.setitem(RECIPES, "shapes-clip", replace(
+        get_recipe("shapes-clip"), model_args=small, init_model=stand_in,
+        train=replace(train, seed=1), eval_items=8))
+    tuned = replace(spec, model_args=small, init_model=stand_in, generated=4,
+                    generated_prob=0.5, train=replace(train, seed=2), eval_items=8)
+    results = tuned.run(tmp_path / "gen", "shapes-clip-generated")
+    before = load_state_dict(tmp_path / "gen" / "shapes-clip" / "run" / "ema.safetensors")
+    after = load_state_dict(tmp_path / "gen" / "run" / "ema.safetensors")
+    visual = [k for k in after if k.startswith("visual.")]
+    assert any(not torch.equal(before[k], after[k]) for k in visual)
+    text = [k for k in after if not k.startswith("visual.") and k != "logit_scale"]
+    assert "token_map" in text and all(torch.equal(before[k], after[k]) for k in text)
+    [cached] = (tmp_path / "gen" / "generated").glob("*.npy")
+    assert cached.name.endswith("-train-s3-z0-4.npy") and np.load(cached).shape == (4, 64, 64, 3)
+    assert "real/held_out/combined/retrieval" in results
+
+
+def test_generated_items_mix_into_shapes_pairs_with_their_own_attributes():
+    """A share of ShapesPairs items are generated images, each captioned and labelled as the
+    seen-split item it was generated from; without generated images nothing changes."""
+    from mmgen.data import shapes
+    from mmgen.data.shapes_training import GeneratedShapes
+
+    images = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+    generated = GeneratedShapes(images, "train", 3, "varied")
+    plain = ShapesPairs("train", 200, "varied", lambda image: image)
+    mixed = ShapesPairs("train", 200, "varied", lambda image: image, generated=generated,
+                        generated_prob=0.3)
+    held_out = {(a.color, a.shape) for a in shapes.all_combinations("test_compositional")}
+    picked = 0
+    for i in range(200):
+        item = mixed[i]
+        match = [k for k in range(6) if torch.equal(item["image"], shapes.to_tensor(images[k]))]
+        if not match:  # a render, the plain dataset's own
+            assert torch.equal(item["image"], plain[i]["image"])
+            continue
+        picked += 1
+        attrs = shapes.sample_attrs("train", 3, match[0])
+        assert (attrs.color, attrs.shape) not in held_out
+        assert item["labels"].tolist() == list(attrs.labels)
+        assert attrs.shape in item["caption"] and attrs.color in item["caption"]
+    assert 40 <= picked <= 80  # 30 % of 200
+    assert all(plain[i]["caption"] == ShapesPairs("train", 200, "varied", lambda x: x)[i]
+               ["caption"] for i in range(5))
+    with pytest.raises(ValueError, match="needs generated images"):
+        ShapesPairs("train", 8, "varied", lambda x: x, generated_prob=0.5)
+    with pytest.raises(ValueError, match="uint8"):
+        GeneratedShapes(images.astype(np.float32), "train", 3)
+
+
+def test_generate_shapes_is_the_pipelines_images_made_once(tmp_path, monkeypatch):
+    """generate_shapes: image k is the t2i pipeline's image of item k's canonical caption with
+    noise seed noise_seed + k, whatever the chunking; a second call reads the cache."""
+    import mmgen.recipes.clip as clip_recipes
+    from mmgen.data import shapes
+
+    monkeypatch.setattr(clip_recipes, "GENERATE_CHUNK", 2)
+    images = clip_recipes.generate_shapes("shapes-t2i", "train", 3, 3, tmp_path, noise_seed=5)
+    assert images.dtype == np.uint8 and images.shape == (3, 64, 64, 3)
+    pipe = mmgen.load("shapes-t2i")
+    third = pipe(shapes.caption(shapes.sample_attrs("train", 3, 2)), seed=7, progress=False)
+    assert np.array_equal(images[2], np.asarray(third[0]))
+    assert len(list(tmp_path.glob("*.npy"))) == 1
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled again instead of reading the cache")
+
+    monkeypatch.setattr(type(pipe), "__call__", no_sampling)
+    again = clip_recipes.generate_shapes("shapes-t2i", "train", 3, 3, tmp_path, noise_seed=5)
+    assert np.array_equal(images, again)
 
 
 def test_color_split_tower_reads_shape_apart_from_colour():

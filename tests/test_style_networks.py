@@ -149,6 +149,23 @@ def test_transformer_net_odd_sizes_keep_the_input_size(fast_style_state, tmp_pat
         model(torch.rand(1, 3, 4, 8))
 
 
+def test_content_skip_adds_the_input_to_the_reference_output(fast_style_state):
+    """content_skip: the same network plus its input (odd sizes too); with a zero last layer
+    the network is the identity, which is where training starts from."""
+    from mmgen.style.transformer_net import TransformerNet, TransformerNetConfig
+
+    plain = TransformerNet(TransformerNetConfig()).eval()
+    plain.load_state_dict(fast_style_state)
+    skip = TransformerNet(TransformerNetConfig(content_skip=True)).eval()
+    skip.load_state_dict(fast_style_state)
+    x = torch.rand(2, 3, 37, 42) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(skip(x), x + plain(x), **TOL)
+        skip.deconv3.conv2d.weight.zero_()
+        skip.deconv3.conv2d.bias.zero_()
+        torch.testing.assert_close(skip(x), x)
+
+
 def test_load_fast_style_reads_width_and_blocks(tmp_path):
     state = _random(fast_style_shapes(c=16, blocks=3), seed=3)
     model = load_fast_style(_save(state, tmp_path, ".pth"))

@@ -84,6 +84,34 @@ class ShapesConditions(Dataset):
         return shapes.to_tensor(shapes.render_array(attrs)), torch.tensor(attrs.labels)
 
 
+class GeneratedShapes(Dataset):
+    """Images a text-to-image model made from the canonical captions of Shapes ``split`` items
+    0..n-1 (dataset ``seed``), as ``(image (3, H, W) in [-1, 1], attributes, caption)``; the
+    caption is the item's own in ``caption_mode`` ("canonical" or "varied").
+
+    Args:
+        images: uint8 (n, H, W, 3): image k made from ``shapes.caption(attrs of item k)``.
+    """
+
+    def __init__(self, images: np.ndarray, split: str, seed: int,
+                 caption_mode: str = "canonical"):
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"generated images must be uint8 (n, H, W, 3), got "
+                             f"{images.dtype} {images.shape}")
+        self.images = images
+        self.data = shapes.ShapesDataset(split, length=len(images), seed=seed,
+                                         caption_mode=caption_mode)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, shapes.ShapeAttrs, str]:
+        attrs = self.data.attrs(k)
+        caption = shapes.sample_caption(self.data.split, self.data.seed, k,
+                                        self.data.caption_mode, self.data.omit_prob)
+        return shapes.to_tensor(self.images[k]), attrs, caption
+
+
 class ShapesPairs(Dataset):
     """Shapes items as {"image": transform(image), "caption": str, "labels": (5,) long,
     "named": (5,) bool} (``named``: the attributes the caption states), for contrastive
@@ -93,7 +121,9 @@ class ShapesPairs(Dataset):
     from every Shapes colour (:func:`~mmgen.data.shapes_augment.off_palette_colors`) and
     captioned without a colour; "another colour" counts as its colour (label -1, named), so
     these images and their captions are positives only of each other. ``shift`` / ``scale``:
-    see :func:`~mmgen.data.shapes_augment.move_and_zoom`.
+    see :func:`~mmgen.data.shapes_augment.move_and_zoom`. With ``generated`` images and
+    ``generated_prob`` > 0, that share of the items is a random one of them instead, with
+    its own attributes and caption, neither recoloured nor moved.
 
     Args:
         transform: maps an image (3, H, W) in [-1, 1] to the model's input.
@@ -101,18 +131,31 @@ class ShapesPairs(Dataset):
 
     def __init__(self, split: str, length: int, mode: str, transform: Transform,
                  seed: int = 0, recolor_prob: float = 0.0, shift: int = 0,
-                 scale: float = 0.0):
+                 scale: float = 0.0, generated: GeneratedShapes | None = None,
+                 generated_prob: float = 0.0):
         self.data = shapes.ShapesDataset(split, length=length,
                                          caption_mode=dataset_caption_mode(mode))
         self.mode, self.seed, self.transform = mode, seed, transform
         self.recolor_prob, self.shift, self.scale = recolor_prob, shift, scale
+        if generated_prob and (generated is None or not len(generated)):
+            raise ValueError("generated_prob > 0 needs generated images")
+        if not 0 <= generated_prob <= 1:
+            raise ValueError(f"generated_prob must be in [0, 1], got {generated_prob}")
+        self.generated, self.generated_prob = generated, generated_prob
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        item, attrs = self.data[i], self.data.attrs(i)
         rng = np.random.default_rng([self.seed, 77, i])  # a pure function of (seed, i)
+        if self.generated_prob and rng.random() < self.generated_prob:  # a generated image,
+            #   as it is (no recolouring, moves or zooms: the generator made its own)
+            image, attrs, caption = self.generated[int(rng.integers(len(self.generated)))]
+            text = training_caption(caption, attrs, self.mode, rng)
+            return {"image": self.transform(image), "caption": text,
+                    "labels": torch.tensor(attrs.labels),
+                    "named": torch.tensor(named_attributes(text, attrs))}
+        item, attrs = self.data[i], self.data.attrs(i)
         text = training_caption(item["caption"], attrs, self.mode, rng)
         image, labels = item["image"], torch.tensor(attrs.labels)
         named = torch.tensor(named_attributes(text, attrs))

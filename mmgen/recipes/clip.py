@@ -19,14 +19,20 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from mmgen.checkpoint import load_state_dict
+from mmgen.checkpoint import atomic_path, load_state_dict
 from mmgen.clip.train import CatalogueObjective, ContrastiveObjective, caption_collate
 from mmgen.data import shapes
 from mmgen.data.shapes_augment import real_image_imperfections
-from mmgen.data.shapes_text import shapes_vocabulary
-from mmgen.data.shapes_training import FolderPairs, ShapesPairs, shapes_collate
+from mmgen.data.shapes_text import dataset_caption_mode, shapes_vocabulary
+from mmgen.data.shapes_training import (
+    FolderPairs,
+    GeneratedShapes,
+    ShapesPairs,
+    shapes_collate,
+)
 from mmgen.hub import load
 from mmgen.metrics.clip_robustness import GROUPS, PERTURBATIONS, clip_robustness
 from mmgen.metrics.shapes_benchmark import clip_input, evaluate_shapes_clip
@@ -35,6 +41,8 @@ from mmgen.registry import PretrainedModel, create_model
 from mmgen.train import TrainConfig
 
 INIT_PARTS = ("all", "text")
+GENERATED_SEED = 3  # Shapes dataset seed of the items generated for training
+GENERATE_CHUNK = 500  # prompts per pipeline call (image k's seed does not depend on it)
 
 
 @dataclass(kw_only=True)
@@ -45,8 +53,8 @@ class ClipRecipe(Recipe):
     caption_mode: str = "varied"  # Shapes: one of TRAINING_CAPTION_MODES
     init: str = ""  # a recipe whose final (EMA) weights start this one; trained first into
     #   out_dir/<init> unless its run is already there
-    init_model: str = ""  # instead of init: a model (bundled name or folder) whose weights
-    #   start this one, restricted vocabulary included
+    init_model: str = ""  # a model (bundled name or folder) whose weights start this one,
+    #   restricted vocabulary included; with init too, only its vocabulary counts
     init_parts: str = "all"  # what init (or init_model) loads: "all", or "text" (the text
     #   tower and the logit scale; the image tower starts from scratch: LiT)
     freeze_text: bool = False  # train only the image tower (and the logit scale)
@@ -59,6 +67,10 @@ class ClipRecipe(Recipe):
     #   (blur, pixel noise, JPEG, slight colour shifts: shapes_augment.real_image_imperfections)
     catalogue_weight: float = 0.0  # Shapes: > 0 adds this times each image's cross-entropy
     #   over the canonical captions of every seen combination (seen_catalogue)
+    generated: int = 0  # Shapes: > 0 mixes in this many images that ``generator`` made from
+    #   the canonical captions of seen-pair items (generate_shapes; made once, in out_dir)
+    generated_prob: float = 0.0  # the share of training items that are generated images
+    generator: str = "shapes-t2i"  # the text-to-image model (bundled name or folder)
     eval_items: int = 1000  # images per evaluation split
 
     def setup(self, out_dir: Path, resume: bool) -> Setup:
@@ -66,7 +78,8 @@ class ClipRecipe(Recipe):
             source = load(self.init_model).float()
             model = create_model(self.model, **self.model_args,
                                  kept_tokens=source.config.kept_tokens)
-            load_init(model, source.state_dict(), self.init_parts)
+            if not self.init:  # else init's weights replace it all: only the vocabulary
+                load_init(model, source.state_dict(), self.init_parts)
         else:
             model = create_model(self.model, **self.model_args)
         if self.init:
@@ -84,9 +97,16 @@ class ClipRecipe(Recipe):
         transform = partial(clip_input, model)
         if self.imperfections:
             transform = partial(imperfect_clip_input, model)
+        generated = None
+        if self.generated:  # never a held-out pair: items of the train split
+            images = generate_shapes(self.generator, "train", GENERATED_SEED, self.generated,
+                                     out_dir / "generated")
+            generated = GeneratedShapes(images, "train", GENERATED_SEED,
+                                        dataset_caption_mode(self.caption_mode))
         data = ShapesPairs("train", self.train.steps * self.train.batch_size,
                            self.caption_mode, transform,
-                           recolor_prob=self.recolor_prob, shift=self.shift, scale=self.scale)
+                           recolor_prob=self.recolor_prob, shift=self.shift, scale=self.scale,
+                           generated=generated, generated_prob=self.generated_prob)
         info = {"dataset": "shapes",
                 "attributes": {a: list(v) for a, v in shapes.CLASS_NAMES.items()}}
         return Setup(model, objective, data, shapes_collate, info=info)
@@ -116,6 +136,25 @@ def seen_catalogue(tokenize, weight: float) -> CatalogueObjective:
     return CatalogueObjective(tokenize, catalogue=[shapes.caption(a) for a in seen],
                               catalogue_labels=torch.tensor([a.labels for a in seen]),
                               weight=weight)
+
+
+def generate_shapes(t2i: str, split: str, seed: int, n: int, cache: Path,
+                    noise_seed: int = 0) -> np.ndarray:
+    """What text-to-image model ``t2i`` (a bundled name or a folder) makes of the canonical
+    captions of Shapes ``split`` items 0..n-1 (dataset ``seed``): uint8 (n, 64, 64, 3), image
+    k with noise seed ``noise_seed + k``, at the model's default sampler and steps. Kept in
+    ``cache`` (keyed by the model's hash, split, seeds and n), so it is made once."""
+    pipe = load(t2i)
+    path = cache / f"{pipe.model_hash}-{split}-s{seed}-z{noise_seed}-{n}.npy"
+    if not path.is_file():
+        prompts = [shapes.caption(shapes.sample_attrs(split, seed, k)) for k in range(n)]
+        images = [np.asarray(im) for start in range(0, n, GENERATE_CHUNK)
+                  for im in pipe(prompts[start:start + GENERATE_CHUNK],
+                                 seed=noise_seed + start, batch_size=50)]
+        cache.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, np.stack(images))  # (n, 64, 64, 3)
+    return np.load(path)
 
 
 def imperfect_clip_input(model: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:

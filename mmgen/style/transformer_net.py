@@ -77,6 +77,9 @@ class TransformerNetConfig:
     # Names of the styles the network is trained on, one row of every norm's (gamma, beta)
     # each (conditional instance norm); () for the reference's one-style network.
     styles: tuple[str, ...] = ()
+    # Add the input to the output (a global residual; not in the reference): the untrained
+    # network is the identity, so training starts from the content instead of from noise.
+    content_skip: bool = False
 
     def __post_init__(self) -> None:
         channels = 32 * self.width
@@ -263,6 +266,7 @@ class TransformerNet(PretrainedModel):
         check_images(x, "images", "TransformerNet", MIN_SIZE, "[0, 255]")
         mix = self.mixing_weights(style, len(x))  # (N, S) or None
         h, w = x.shape[-2:]
+        inputs = x
         if h % 4 or w % 4:  # two stride-2 convs: pad so that both upsamplings land on H, W
             x = F.pad(x, (0, -w % 4, 0, -h % 4), mode="reflect")  # (N, 3, H4, W4)
         y = F.relu(apply_norm(self.in1, self.conv1(x), mix))  # (N, C, H4, W4)
@@ -272,7 +276,8 @@ class TransformerNet(PretrainedModel):
             y = getattr(self, f"res{i + 1}")(y, mix)  # (N, 4C, H4/4, W4/4)
         y = F.relu(apply_norm(self.in4, self.deconv1(y), mix))  # (N, 2C, H4/2, W4/2)
         y = F.relu(apply_norm(self.in5, self.deconv2(y), mix))  # (N, C, H4, W4)
-        return self.deconv3(y)[..., :h, :w]  # (N, 3, H, W)
+        y = self.deconv3(y)[..., :h, :w]  # (N, 3, H, W)
+        return inputs + y if self.config.content_skip else y
 
     @torch.no_grad()
     def stylize(self, images: torch.Tensor, style: Style | None = None) -> torch.Tensor:

@@ -1,0 +1,124 @@
+"""Issue #19 experiments: why the fast-style network loses the content, and what was tried.
+
+    python scripts/experiments/style_fast_variants.py noise-start           # the losses alone
+    python scripts/experiments/style_fast_variants.py skip --steps 600 --out runs/fast-skip
+    python scripts/experiments/style_fast_variants.py skip-1e6 --steps 2400 --out runs/s6
+    python scripts/experiments/style_fast_variants.py content-10 --steps 2400 --out runs/c10
+    python scripts/experiments/style_fast_variants.py checkpoint --variant skip-1e6 \\
+        --weights runs/s6/run/checkpoints/step_00000400/model.safetensors
+
+``noise-start`` optimises pixels (Gatys, L-BFGS, 150 evaluations at 256 px, astronaut x
+swirls) from uniform noise, as a feed-forward network must start, with the ``style-fast``
+losses (random network, style layers ``FAST_STYLE_LAYERS``, style weight 3e5) and several
+content layers and weights, and prints the structure similarity of each result: whether the
+loss itself keeps the contours. The training variants run the ``style-fast`` recipe with one
+change each (results.json in OUT, the recipe's evaluation):
+
+* ``skip``: ``TransformerNetConfig.content_skip`` (the input added to the output), the
+  recipe's style weights;
+* ``skip-1e6``: the same at the Gatys default weights (swirls 1e6, pointillism 3e6, waves 1e6);
+* ``content-10``: no skip, content weight 10 instead of 1.
+
+``checkpoint`` evaluates a training checkpoint of a variant as the recipe evaluates its
+final model (model weights, not EMA). Numbers: docs/style.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+VARIANTS = {
+    "skip": {"model_args": {"content_skip": True}},
+    "skip-1e6": {"model_args": {"content_skip": True}, "style_weights": (1e6, 3e6, 1e6)},
+    "content-10": {"content_weight": 10.0},
+}
+NOISE_START = [(("relu2_1",), 1.0), (("relu1_1",), 1.0), (("relu3_1",), 1.0),
+               (("relu2_1",), 10.0), (("relu4_2",), 1.0)]  # (content layers, content weight)
+
+
+def variant(name: str, steps: int | None):
+    from mmgen.recipes import get_recipe
+
+    recipe = replace(get_recipe("style-fast"), **VARIANTS[name])
+    if steps:  # the schedules of the measured runs: 600 steps (warm-up 50, a checkpoint
+        #   every 100) and 2,400 (warm-up 100, every 200), cosine to 0 either way
+        short = steps <= 1000
+        recipe = replace(recipe, train=replace(recipe.train, steps=steps,
+                                               warmup_steps=50 if short else 100,
+                                               ckpt_every=100 if short else 200))
+    return recipe
+
+
+def noise_start() -> None:
+    from mmgen.data.photos import load_photo
+    from mmgen.metrics.style import structure_similarity
+    from mmgen.recipes.style import image_tensor
+    from mmgen.style.features import feature_network
+    from mmgen.style.gatys import GatysConfig, gatys
+    from mmgen.style.styles import load_style
+    from mmgen.style.train import FAST_STYLE_LAYERS
+
+    net = feature_network("random")
+    content = image_tensor(load_photo("astronaut", 256))
+    style = image_tensor(load_style("swirls", 256))
+    for layers, weight in NOISE_START:
+        config = GatysConfig(content_weight=weight, style_weight=3e5, scales=(256,),
+                             steps=(150,), init="noise", content_layers=layers,
+                             style_layers=FAST_STYLE_LAYERS)
+        out = gatys(content, style, net, config=config, progress=False).clamp(0, 1)
+        print(f"content {layers[0]} x {weight:g}: structure "
+              f"{structure_similarity(out, content):.3f}", flush=True)
+
+
+def checkpoint(name: str, weights: str) -> None:
+    from mmgen.checkpoint import load_state_dict
+    from mmgen.data.photos import load_photo
+    from mmgen.recipes.style import image_tensor, stylization_results
+    from mmgen.registry import create_model
+    from mmgen.style.styles import load_style
+
+    recipe = variant(name, None)
+    model = create_model(recipe.model, **{**recipe.model_args, "styles": recipe.styles})
+    model.load_state_dict(load_state_dict(weights))
+    model.eval()
+    contents, outputs, styles = [], [], []
+    for index, style_name in enumerate(recipe.styles):
+        style = image_tensor(load_style(style_name, recipe.eval_size))
+        for photo in recipe.eval_photos:
+            content = image_tensor(load_photo(photo, recipe.eval_size))
+            with torch.no_grad():
+                outputs.append(model.stylize(content, index).clamp(0, 1))
+            contents.append(content)
+            styles.append(style)
+    results = stylization_results(contents, outputs, styles)
+    print({k: round(v, 3) for k, v in results.items()})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["noise-start", "checkpoint", *VARIANTS])
+    parser.add_argument("--steps", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--out", default=None, help="run folder of a training variant")
+    parser.add_argument("--variant", choices=list(VARIANTS), help="checkpoint: its variant")
+    parser.add_argument("--weights", help="checkpoint: a model.safetensors of that variant")
+    args = parser.parse_args()
+    if args.what == "noise-start":
+        noise_start()
+    elif args.what == "checkpoint":
+        if not (args.variant and args.weights):
+            parser.error("checkpoint needs --variant and --weights")
+        checkpoint(args.variant, args.weights)
+    else:
+        if not args.out:
+            parser.error("a training variant needs --out")
+        out = Path(args.out)
+        resume = any((out / "run" / "checkpoints").glob("step_*"))
+        print(variant(args.what, args.steps).run(out, f"style-fast-{args.what}", resume=resume))
+
+
+if __name__ == "__main__":
+    main()
