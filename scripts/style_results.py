@@ -33,8 +33,8 @@ Measures per method, over its (photo, style) pairs:
 Writes ``docs/style_results.json``, ``docs/style_results.md`` (the tables) and
 ``docs/images/style_grid.png`` (rows: photos; columns: the photo, the styles, then each
 method's outputs style by style). Outputs are cached as PNGs in ``--work``, keyed by method,
-weights hash (gatys: of the random feature network, and its steps), photo, style and size, so
-a re-run only computes what is new.
+weights hash (gatys: of the random feature network, its steps and content layer), photo,
+style and size, so a re-run only computes what is new.
 """
 
 from __future__ import annotations
@@ -101,14 +101,15 @@ def resolve_methods(names: list[str], weights: dict[str, str | None],
     from mmgen.hub import list_pretrained
     from mmgen.pipeline import weights_hash
     from mmgen.style.features import feature_network
-    from mmgen.style.transfer import StyleRequest
+    from mmgen.style.transfer import CONTENT_LAYERS, StyleRequest
 
     steps = steps if steps is not None else StyleRequest().steps
     methods = []
     for name in names:
         if name == "gatys":
             net_hash = weights_hash(feature_network("random", seed=StyleRequest().seed))
-            methods.append(Method(name, None, f"{net_hash}-s{steps}", steps))
+            layer = CONTENT_LAYERS["random"][0]
+            methods.append(Method(name, None, f"{net_hash}-s{steps}-{layer}", steps))
             continue
         source = weights.get(name) or INSTALLED[name]
         # "," : adain's ENCODER,DECODER files, which files_hash reads

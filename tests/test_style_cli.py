@@ -303,6 +303,27 @@ def test_gatys_schedule():
     assert gatys_config(256, 256, 30).scales == (128, 256)  # 64 px is under MIN_STAGE
     assert gatys_config(64, 48, 8).steps == (8,)
     assert gatys_config(512, 40).scales == (256, 512)  # 128 x 10 is too thin for relu5_1
+    # the content layer follows the feature network: the paper's for VGG, a shallower one
+    # for the random network (docs/style.md)
+    assert config.content_layers == ("relu2_1",)
+    assert gatys_config(512, 384, network="vgg").content_layers == ("relu4_2",)
+
+
+def test_stylize_gatys_uses_the_networks_content_layer(monkeypatch):
+    """stylize hands gatys the random network's content layer, or VGG's with --vgg-weights."""
+    import mmgen.style.transfer as transfer
+
+    seen = []
+
+    def fake_gatys(content, styles, net, config, *args, **kwargs):
+        seen.append(config.content_layers)
+        return content
+
+    monkeypatch.setattr(transfer, "gatys", fake_gatys)
+    content, style = torch.rand(1, 3, 64, 64), [torch.rand(1, 3, 64, 64)]
+    transfer._gatys(content, style, (1.0,), StyleRequest(method="gatys", size=64), "random",
+                    False)
+    assert seen == [("relu2_1",)]
 
 
 # ----------------------------------------------------------------------------- bad inputs

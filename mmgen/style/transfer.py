@@ -74,6 +74,11 @@ METHODS = ("gatys", "fast", "adain")
 DEFAULT_FAST = "style-fast"  # the installed fast model: one network for several styles
 DEFAULT_ADAIN = "style-adain"
 GATYS_STEPS = 380  # loss evaluations by default, as GatysConfig's (200, 120, 60)
+# Gatys' content layer per feature network: the paper's relu4_2 for ImageNet VGG; relu2_1 for
+# the random network, whose deeper layers keep little of the layout (astronaut x swirls and
+# chelsea x pointillism at 256 px: structure 0.66 against 0.38 at relu4_2, and the style
+# loss 54.8x against 38.6x lower; scripts/experiments/style_fast_variants.py gatys-layers).
+CONTENT_LAYERS = {"random": ("relu2_1",), "vgg": ("relu4_2",)}
 MIN_STAGE = 96  # gatys: coarse stages with a smaller long side are skipped
 # Smallest output side per method: gatys' deepest default layer (relu5_1) lies behind 4 pools
 # in every feature network (lite, vgg16, vgg19); the networks' own minimums otherwise.
@@ -378,7 +383,8 @@ def _gatys(content: torch.Tensor, styles: list[torch.Tensor], blend: tuple[float
            request: StyleRequest, source: str, progress: bool) -> tuple[torch.Tensor, str]:
     """Optimise the pixels (:func:`~mmgen.style.gatys.gatys`) on the chosen features."""
     height, width = content.shape[-2:]
-    config = gatys_config(width, height, request.steps)
+    config = gatys_config(width, height, request.steps,
+                          "random" if source == "random" else "vgg")
     if source == "random":
         net = feature_network("random", seed=request.seed)
     else:
@@ -388,19 +394,22 @@ def _gatys(content: torch.Tensor, styles: list[torch.Tensor], blend: tuple[float
     return out, weights_hash(net)
 
 
-def gatys_config(width: int, height: int, steps: int = GATYS_STEPS) -> GatysConfig:
+def gatys_config(width: int, height: int, steps: int = GATYS_STEPS,
+                 network: str = "random") -> GatysConfig:
     """The coarse-to-fine :class:`~mmgen.style.gatys.GatysConfig` for an output of
     ``width`` x ``height``: stages at 1/4, 1/2 and 1 of the long side (512 -> 128, 256, 512,
     the defaults), skipping coarse stages under ``MIN_STAGE`` px or too thin for the feature
     network; ``steps`` loss evaluations shared 4:2:1 from coarse to fine (each stage costs
-    about 4x the one before; 380 -> 217, 109, 54, near the default 200, 120, 60)."""
+    about 4x the one before; 380 -> 217, 109, 54, near the default 200, 120, 60); the
+    content layer of ``network`` ("random" or "vgg": :data:`CONTENT_LAYERS`)."""
     size = max(width, height)
     scales = [s for s in (size // 4, size // 2) if s >= MIN_STAGE
               and min(fit_long_side(width, height, s)) >= MIN_OUTPUT["gatys"]] + [size]
     shares = [2 ** (len(scales) - 1 - i) for i in range(len(scales))]  # 4:2:1, 2:1 or 1
     per_stage = [steps * share // sum(shares) for share in shares]
     per_stage[0] += steps - sum(per_stage)  # the rounding remainder to the cheapest stage
-    return GatysConfig(scales=tuple(scales), steps=tuple(per_stage))
+    return GatysConfig(scales=tuple(scales), steps=tuple(per_stage),
+                       content_layers=CONTENT_LAYERS[network])
 
 
 def _vgg_arch(path: str) -> str:

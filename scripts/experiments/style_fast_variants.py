@@ -1,6 +1,7 @@
 """Issue #19 experiments: why the fast-style network loses the content, and what was tried.
 
     python scripts/experiments/style_fast_variants.py noise-start           # the losses alone
+    python scripts/experiments/style_fast_variants.py gatys-layers          # Gatys' content layer
     python scripts/experiments/style_fast_variants.py skip --steps 600 --out runs/fast-skip
     python scripts/experiments/style_fast_variants.py skip-1e6 --steps 2400 --out runs/s6
     python scripts/experiments/style_fast_variants.py content-10 --steps 2400 --out runs/c10
@@ -18,6 +19,11 @@ change each (results.json in OUT, the recipe's evaluation):
   recipe's style weights;
 * ``skip-1e6``: the same at the Gatys default weights (swirls 1e6, pointillism 3e6, waves 1e6);
 * ``content-10``: no skip, content weight 10 instead of 1.
+
+``gatys-layers`` runs ``stylize``'s Gatys settings at 256 px (astronaut x swirls, chelsea x
+pointillism) with the content at relu4_2 (the paper's, for VGG), at relu2_1 (the default for
+the random network since this experiment) and at relu4_2 with style weight 3e5, and prints
+the recipe evaluation's measures of each.
 
 ``checkpoint`` evaluates a training checkpoint of a variant as the recipe evaluates its
 final model (model weights, not EMA). Numbers: docs/style.md.
@@ -74,6 +80,32 @@ def noise_start() -> None:
               f"{structure_similarity(out, content):.3f}", flush=True)
 
 
+def gatys_layers() -> None:
+    from mmgen.data.photos import load_photo
+    from mmgen.recipes.style import image_tensor, stylization_results
+    from mmgen.style.features import feature_network
+    from mmgen.style.gatys import gatys
+    from mmgen.style.styles import load_style
+    from mmgen.style.transfer import gatys_config
+
+    net = feature_network("random")
+    vgg_like = gatys_config(256, 256, network="vgg")  # content at relu4_2
+    configs = {"relu4_2": vgg_like, "relu2_1": gatys_config(256, 256, network="random"),
+               "relu4_2, style 3e5": replace(vgg_like, style_weight=3e5)}
+    for name, config in configs.items():
+        contents, outputs, styles = [], [], []
+        for photo, style_name in (("astronaut", "swirls"), ("chelsea", "pointillism")):
+            content = image_tensor(load_photo(photo, 256))
+            style = image_tensor(load_style(style_name, 256))
+            outputs.append(gatys(content, style, net, config, progress=False).clamp(0, 1))
+            contents.append(content)
+            styles.append(style)
+        results = stylization_results(contents, outputs, styles)
+        print(name, {k: round(results[k], 3) for k in (
+            "style_loss_reduction", "structure_similarity", "color_distance_reduction",
+            "texture_distance_reduction")}, flush=True)
+
+
 def checkpoint(name: str, weights: str) -> None:
     from mmgen.checkpoint import load_state_dict
     from mmgen.data.photos import load_photo
@@ -100,7 +132,8 @@ def checkpoint(name: str, weights: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["noise-start", "checkpoint", *VARIANTS])
+    parser.add_argument("what", choices=["noise-start", "gatys-layers", "checkpoint",
+                                         *VARIANTS])
     parser.add_argument("--steps", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--out", default=None, help="run folder of a training variant")
     parser.add_argument("--variant", choices=list(VARIANTS), help="checkpoint: its variant")
@@ -108,6 +141,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "noise-start":
         noise_start()
+    elif args.what == "gatys-layers":
+        gatys_layers()
     elif args.what == "checkpoint":
         if not (args.variant and args.weights):
             parser.error("checkpoint needs --variant and --weights")
