@@ -30,10 +30,12 @@ METRICS = ("retrieval", "zero_shot_color", "zero_shot_shape", "zero_shot_size",
 def generated_images(t2i: str, n: int, work: Path) -> dict[str, torch.Tensor]:
     """Images (n, 3, 64, 64) in [0, 1] that ``t2i`` makes from the canonical captions of each
     group's first n items (dataset seed 1, image i with noise seed i), cached in ``work``."""
+    import mmgen
     from mmgen.metrics.clip_robustness import GROUPS
     from mmgen.recipes.clip import generate_shapes
 
-    return {group: torch.from_numpy(generate_shapes(t2i, split, 1, n, work))
+    pipe = mmgen.load(t2i)  # once for both groups
+    return {group: torch.from_numpy(generate_shapes(pipe, split, 1, n, work))
             .permute(0, 3, 1, 2).float() / 255 for group, split in GROUPS.items()}
 
 

@@ -138,13 +138,14 @@ def seen_catalogue(tokenize, weight: float) -> CatalogueObjective:
                               weight=weight)
 
 
-def generate_shapes(t2i: str, split: str, seed: int, n: int, cache: Path,
+def generate_shapes(t2i: str | Any, split: str, seed: int, n: int, cache: Path,
                     noise_seed: int = 0) -> np.ndarray:
-    """What text-to-image model ``t2i`` (a bundled name or a folder) makes of the canonical
-    captions of Shapes ``split`` items 0..n-1 (dataset ``seed``): uint8 (n, 64, 64, 3), image
-    k with noise seed ``noise_seed + k``, at the model's default sampler and steps. Kept in
-    ``cache`` (keyed by the model's hash, split, seeds and n), so it is made once."""
-    pipe = load(t2i)
+    """What text-to-image model ``t2i`` (a bundled name, a folder or a loaded pipeline) makes
+    of the canonical captions of Shapes ``split`` items 0..n-1 (dataset ``seed``): uint8
+    (n, 64, 64, 3), image k with noise seed ``noise_seed + k``, at the model's default sampler
+    and steps. Kept in ``cache`` (keyed by the model's hash, split, seeds and n), so it is
+    made once."""
+    pipe = load(t2i) if isinstance(t2i, (str, Path)) else t2i
     path = cache / f"{pipe.model_hash}-{split}-s{seed}-z{noise_seed}-{n}.npy"
     if not path.is_file():
         prompts = [shapes.caption(shapes.sample_attrs(split, seed, k)) for k in range(n)]

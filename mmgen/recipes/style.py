@@ -167,6 +167,11 @@ class StyleRecipe(Recipe):
 
     def evaluate(self, folder: Path, setup: Setup) -> dict[str, float]:
         model = PretrainedModel.from_pretrained(folder).float()
+        return self.measure(model) | {"seconds_per_512px": self.time_one(model)}
+
+    def measure(self, model: torch.nn.Module) -> dict[str, float]:
+        """:func:`stylization_results` of ``model`` on the evaluation photos x styles, and
+        per style when there are several."""
         contents, outputs, styles = [], [], []
         for style_name in self.eval_styles():
             stylize = self.stylizer(model, style_name)
@@ -182,7 +187,7 @@ class StyleRecipe(Recipe):
             pairs = slice(i * n, (i + 1) * n)  # this style's photos: a failing style shows
             own = stylization_results(contents[pairs], outputs[pairs], styles[pairs])
             results |= {f"{key}_{name}": own[key] for key in PER_STYLE_KEYS}
-        return results | {"seconds_per_512px": self.time_one(model)}
+        return results
 
     def time_one(self, model: torch.nn.Module) -> float:
         """Median seconds of 3 stylizations of a ``timing_size`` image with the first

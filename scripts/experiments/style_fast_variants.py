@@ -35,8 +35,6 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 VARIANTS = {
     "skip": {"model_args": {"content_skip": True}},
     "skip-1e6": {"model_args": {"content_skip": True}, "style_weights": (1e6, 3e6, 1e6)},
@@ -108,25 +106,12 @@ def gatys_layers() -> None:
 
 def checkpoint(name: str, weights: str) -> None:
     from mmgen.checkpoint import load_state_dict
-    from mmgen.data.photos import load_photo
-    from mmgen.recipes.style import image_tensor, stylization_results
     from mmgen.registry import create_model
-    from mmgen.style.styles import load_style
 
     recipe = variant(name, None)
     model = create_model(recipe.model, **{**recipe.model_args, "styles": recipe.styles})
     model.load_state_dict(load_state_dict(weights))
-    model.eval()
-    contents, outputs, styles = [], [], []
-    for index, style_name in enumerate(recipe.styles):
-        style = image_tensor(load_style(style_name, recipe.eval_size))
-        for photo in recipe.eval_photos:
-            content = image_tensor(load_photo(photo, recipe.eval_size))
-            with torch.no_grad():
-                outputs.append(model.stylize(content, index).clamp(0, 1))
-            contents.append(content)
-            styles.append(style)
-    results = stylization_results(contents, outputs, styles)
+    results = recipe.measure(model.eval())
     print({k: round(v, 3) for k, v in results.items()})
 
 
