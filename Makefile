@@ -40,6 +40,7 @@ bench: setup
 	$(PY) benchmarks/generate_cli.py
 	$(PY) benchmarks/onestep.py
 	$(PY) benchmarks/style.py
+	$(PY) benchmarks/color.py
 
 lint: setup
 	$(VENV)/bin/ruff check mmgen tests benchmarks examples scripts

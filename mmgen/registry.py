@@ -91,7 +91,7 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
 
 def _import_families() -> None:
     """Import the model-family packages so their ``@register_model`` calls run."""
-    for family in ("cnn", "gan", "vae", "diffusion", "dit", "clip", "style"):
+    for family in ("cnn", "gan", "vae", "diffusion", "dit", "clip", "style", "color"):
         try:
             importlib.import_module(f"mmgen.{family}")
         except ModuleNotFoundError as e:
@@ -179,6 +179,23 @@ def config_from_dict(cls: type, data: dict[str, Any], where: str | None = None) 
         text = str(e)
         raise ValueError(text if text.startswith(f"{cls.__name__}") else f"{where}: {text}") \
             from None
+
+
+class JSONParams:
+    """``to_json`` / ``from_json`` for a dataclass of parameters that an output file carries
+    (a stylized or colorized PNG): every field as JSON, read back with its type checked."""
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Any:
+        """Parse :meth:`to_json`'s text (unknown keys, from newer versions, are ignored)."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return config_from_dict(cls, {k: v for k, v in data.items() if k in names})
 
 
 def _show(value: Any) -> str:

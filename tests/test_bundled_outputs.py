@@ -19,6 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import mmgen
+from mmgen.color.colorize import ColorizeRequest, colorize
+from mmgen.data.photos import load_photo
 
 REFERENCE = Path(__file__).parent / "data" / "bundled_outputs.safetensors"
 
@@ -79,6 +81,10 @@ def outputs() -> dict[str, torch.Tensor]:
     out["mnist-vae/samples"] = pixels(vae(num_images=3, seed=1))
     digits = (torch.rand(2, 1, 28, 28, generator=g) > 0.5).float()
     out["mnist-vae/mean"] = vae.model.encode(digits).mean
+    colorizer = mmgen.load("photo-colorizer")
+    out["photo-colorizer/ab"] = colorizer.predict_ab(100 * torch.rand(1, 1, 32, 48, generator=g))
+    chelsea = load_photo("chelsea", 80)  # 80 x 80 px, seen by the network at 64
+    out["photo-colorizer/chelsea"] = pixels([colorize(chelsea, ColorizeRequest(size=64))])
     return out
 
 

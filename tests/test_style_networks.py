@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from helpers import save_weights
 
 from mmgen.registry import create_model, list_models
 from mmgen.style.adain import AdaINModel, adain, load_adain, load_adain_decoder, load_adain_encoder
@@ -25,13 +25,6 @@ from mmgen.style.transformer_net import (
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
-def _save(state, tmp_path, suffix, name="weights"):
-    path = tmp_path / f"{name}{suffix}"
-    if suffix == ".safetensors":
-        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    else:
-        torch.save(dict(state), path)  # a plain dict, as the reference's torch.save
-    return path
 
 
 def _random(shapes, seed=0):
@@ -110,7 +103,7 @@ def fast_style_state():
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_transformer_net_parity(fast_style_state, tmp_path, suffix):
-    model = load_fast_style(_save(fast_style_state, tmp_path, suffix))
+    model = load_fast_style(save_weights(fast_style_state, tmp_path, suffix))
     assert model.config == TransformerNetConfig() and not model.training
     x = torch.rand(2, 3, 32, 40, generator=torch.Generator().manual_seed(1)) * 255
     with torch.no_grad():
@@ -124,7 +117,7 @@ def test_transformer_net_strips_stale_running_stats(fast_style_state, tmp_path):
     state["in1.running_mean"] = torch.zeros(32)
     state["in1.running_var"] = torch.ones(32)
     state["res3.in2.running_var"] = torch.ones(128)
-    path = _save(state, tmp_path, ".pth")
+    path = save_weights(state, tmp_path, ".pth")
     with pytest.warns(UserWarning, match="dropped 3 InstanceNorm running_mean/running_var") as w:
         model = load_fast_style(path)
     assert len(w) == 1
@@ -135,7 +128,7 @@ def test_transformer_net_strips_stale_running_stats(fast_style_state, tmp_path):
 
 def test_transformer_net_odd_sizes_keep_the_input_size(fast_style_state, tmp_path):
     """97x131 is reflection-padded to 100x132, run as the reference, then cropped back."""
-    model = load_fast_style(_save(fast_style_state, tmp_path, ".safetensors"))
+    model = load_fast_style(save_weights(fast_style_state, tmp_path, ".safetensors"))
     x = torch.rand(1, 3, 97, 131) * 255
     with torch.no_grad():
         out = model(x)
@@ -168,7 +161,7 @@ def test_content_skip_adds_the_input_to_the_reference_output(fast_style_state):
 
 def test_load_fast_style_reads_width_and_blocks(tmp_path):
     state = _random(fast_style_shapes(c=16, blocks=3), seed=3)
-    model = load_fast_style(_save(state, tmp_path, ".pth"))
+    model = load_fast_style(save_weights(state, tmp_path, ".pth"))
     assert model.config == TransformerNetConfig(width=0.5, residual_blocks=3)
     x = torch.rand(1, 3, 20, 24) * 255
     with torch.no_grad():
@@ -182,11 +175,11 @@ def test_load_fast_style_errors(fast_style_state, tmp_path):
     renamed["res2.conv1.conv.weight"] = renamed.pop("res2.conv1.conv2d.weight")
     with pytest.raises(ValueError, match=r"missing 1: res2\.conv1\.conv2d\.weight; "
                                          r"unexpected 1: res2\.conv1\.conv\.weight") as e:
-        load_fast_style(_save(renamed, tmp_path, ".pth"))
+        load_fast_style(save_weights(renamed, tmp_path, ".pth"))
     assert "\n" not in str(e.value)
     misshaped = dict(fast_style_state, **{"in4.bias": torch.zeros(65)})
     with pytest.raises(ValueError, match=r"in4\.bias \[65\] \(expected \[64\]\)"):
-        load_fast_style(_save(misshaped, tmp_path, ".safetensors"))
+        load_fast_style(save_weights(misshaped, tmp_path, ".safetensors"))
 
 
 def test_transformer_net_presets_round_trip(tmp_path):
@@ -413,7 +406,7 @@ def decoder_state():
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_adain_encoder_parity(vgg_state, tmp_path, suffix):
-    encoder = load_adain_encoder(_save(vgg_state, tmp_path, suffix))  # the full file
+    encoder = load_adain_encoder(save_weights(vgg_state, tmp_path, suffix))  # the full file
     assert set(encoder.state_dict()) == {k for k in vgg_state if int(k.split(".")[0]) < 31}
     x = torch.rand(2, 3, 24, 33)
     with torch.no_grad():
@@ -426,12 +419,12 @@ def test_adain_encoder_parity(vgg_state, tmp_path, suffix):
             start = stop + 1
     assert features[-1].shape[-2:] == (3, 5)  # ceil-mode pools: 24 -> 12 -> 6 -> 3, 33 -> 5
     truncated = {k: v for k, v in vgg_state.items() if int(k.split(".")[0]) < 31}
-    load_adain_encoder(_save(truncated, tmp_path, suffix, "to_relu4_1"))  # also accepted
+    load_adain_encoder(save_weights(truncated, tmp_path, suffix, "to_relu4_1"))  # also accepted
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_adain_decoder_parity(decoder_state, tmp_path, suffix):
-    decoder = load_adain_decoder(_save(decoder_state, tmp_path, suffix))
+    decoder = load_adain_decoder(save_weights(decoder_state, tmp_path, suffix))
     t = torch.rand(2, 512, 3, 5)
     with torch.no_grad():
         out = decoder(t)
@@ -442,8 +435,8 @@ def test_adain_decoder_parity(decoder_state, tmp_path, suffix):
 @pytest.fixture(scope="module")
 def adain_model(vgg_state, decoder_state, tmp_path_factory):
     folder = tmp_path_factory.mktemp("adain")
-    model = load_adain(_save(vgg_state, folder, ".pth", "vgg_normalised"),
-                       _save(decoder_state, folder, ".safetensors", "decoder"))
+    model = load_adain(save_weights(vgg_state, folder, ".pth", "vgg_normalised"),
+                       save_weights(decoder_state, folder, ".safetensors", "decoder"))
     assert isinstance(model, AdaINModel) and model.config.width == 1.0
     return model
 
@@ -510,15 +503,15 @@ def test_adain_loader_errors(vgg_state, decoder_state, tmp_path):
         load_adain_decoder(tmp_path / "decoder.pth")
     bad = {("2.weight" if k == "1.weight" else k): v for k, v in decoder_state.items()}
     with pytest.raises(ValueError, match=r"missing 1: 1\.weight; unexpected 1: 2\.weight"):
-        load_adain_decoder(_save(bad, tmp_path, ".pth"))
+        load_adain_decoder(save_weights(bad, tmp_path, ".pth"))
     truncated = {k: v for k, v in vgg_state.items() if int(k.split(".")[0]) < 31}
     bad = dict(truncated, **{"29.weight": torch.zeros(512, 256, 1, 1)})
     with pytest.raises(ValueError, match=r"29\.weight \[512, 256, 1, 1\] \(expected \[512, "
                                          r"256, 3, 3\]\)"):
-        load_adain_encoder(_save(bad, tmp_path, ".safetensors"))
+        load_adain_encoder(save_weights(bad, tmp_path, ".safetensors"))
     partial = dict(truncated, **{"32.weight": vgg_state["32.weight"]})  # relu4_2 only: half
     with pytest.raises(ValueError, match=r"missing 13: 32\.bias"):
-        load_adain_encoder(_save(partial, tmp_path, ".pth"))
+        load_adain_encoder(save_weights(partial, tmp_path, ".pth"))
 
 
 def test_adain_presets_round_trip(tmp_path):
@@ -549,10 +542,10 @@ def test_slim_adain_halves_the_encoder_and_decodes_its_features(tmp_path):
     x = torch.rand(1, 3, 40, 40)
     assert model.encode(x).shape == (1, 256, 5, 5)
     assert model.stylize(x, torch.rand(1, 3, 24, 24)).shape == (1, 3, 40, 40)
-    enc = _save(model.encoder.state_dict(), tmp_path, ".safetensors", "enc")
-    dec = _save(model.decoder.state_dict(), tmp_path, ".safetensors", "dec")
+    enc = save_weights(model.encoder.state_dict(), tmp_path, ".safetensors", "enc")
+    dec = save_weights(model.decoder.state_dict(), tmp_path, ".safetensors", "dec")
     assert load_adain_decoder(dec)[1].in_channels == 256
-    published = _save(full.encoder.state_dict(), tmp_path, ".safetensors", "vgg")
+    published = save_weights(full.encoder.state_dict(), tmp_path, ".safetensors", "vgg")
     with pytest.raises(ValueError, match="not a pair"):
         load_adain(published, dec)
     with pytest.raises(ValueError):  # only the published width is an encoder file we read

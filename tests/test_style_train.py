@@ -8,6 +8,7 @@ from functools import partial
 import pytest
 import torch
 import torchvision.transforms.functional as TF
+from helpers import train_steps
 from safetensors import safe_open
 from torch import nn
 
@@ -43,19 +44,6 @@ def tiny_adain(encoder) -> nn.Module:
     model = mmgen.create_model("style/adain-small", width=0.125)
     model.encoder.load_state_dict(encoder.state_dict())
     return model
-
-
-def train_steps(model, objective, batch, params, steps=10, lr=1e-3) -> list[float]:
-    """Adam on one fixed batch; the loss of every step."""
-    opt = torch.optim.Adam(params, lr)
-    losses = []
-    for _ in range(steps):
-        loss = objective(model, batch)["loss"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
-    return losses
 
 
 # ----------------------------------------------------------------------------- objectives

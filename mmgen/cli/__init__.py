@@ -16,7 +16,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from mmgen.cli import generate, models, sample, search, style, train
+from mmgen.cli import colorize, generate, models, sample, search, style, train
 from mmgen.cli.errors import USER_ERRORS, CLIError
 
 __all__ = ["USER_ERRORS", "CLIError", "build_parser", "main"]
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_parsers(sub)  # sample, interpolate
     search.add_parsers(sub)  # search, classify
     style.add_parsers(sub)  # style
+    colorize.add_parsers(sub)  # colorize
     return parser
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 from mmgen.cli.errors import CLIError
@@ -18,6 +19,18 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def pixels_at_least(low: int) -> Callable[[str], int]:
+    """An argument type: a whole number of pixels, at least ``low``."""
+
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low} px, got {value}")
+        return value
+
+    return parse
 
 
 def finite_float(text: str) -> float:

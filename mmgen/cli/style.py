@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmgen.cli.args import finite_float, out_file, positive_int, seed
+from mmgen.cli.args import finite_float, out_file, pixels_at_least, positive_int, seed
 from mmgen.cli.errors import CLIError
 
 METHODS = ("gatys", "fast", "adain")  # mmgen.style.transfer.METHODS (not imported: torch)
@@ -46,7 +46,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preserve-color", action="store_true",
                    help="keep the content's colours (gatys, fast: luminance-only transfer; "
                         "adain: styles recoloured to the content's first)")
-    p.add_argument("--size", type=_size, default=512,
+    p.add_argument("--size", type=pixels_at_least(MIN_SIZE), default=512,
                    help=f"long side of the output in px, >= {MIN_SIZE} (default 512)")
     p.add_argument("--vgg-weights", metavar="PATH",
                    help="gatys: a torchvision VGG-19/16 file (default: offline random features)")
@@ -123,9 +123,3 @@ def _unit(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value:g}")
     return value
 
-
-def _size(text: str) -> int:
-    value = positive_int(text)
-    if value < MIN_SIZE:
-        raise argparse.ArgumentTypeError(f"must be at least {MIN_SIZE} px, got {value}")
-    return value

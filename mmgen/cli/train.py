@@ -30,7 +30,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="ad-hoc architecture: classifier (lenet5, resnet18, ...; "
                                     "default lenet5) or clip (default clip/shapes-tiny)")
     p.add_argument("--data", help="ad-hoc data: classifier mnist (default) or mnist32; clip "
-                                   "shapes (default) or a folder of captioned images")
+                                   "shapes (default) or a folder of captioned images; with "
+                                   "--recipe photo-colorizer*: a folder of colour photos")
     p.add_argument("--steps", type=positive_int,
                    help="optimizer steps (default: the recipe's; warm-up, checkpoints and EMA "
                         "scale with it)")
@@ -97,9 +98,18 @@ def _adhoc_recipe(args: argparse.Namespace):
 
 def _with_overrides(recipe, args: argparse.Namespace):
     """``recipe`` with the --steps / --batch-size / --lr / --seed given on the command line
-    (the run keeps its shape: see TrainConfig.with_steps)."""
+    (the run keeps its shape: see TrainConfig.with_steps), and a recipe's --data folder."""
     from dataclasses import replace
 
+    from mmgen.recipes.color import ColorRecipe
+
+    if args.recipe and args.data:  # a recipe that reads a folder of images instead of its own
+        if not isinstance(recipe, ColorRecipe):
+            raise CLIError(f"--data: recipe {args.recipe} takes no folder of images (the "
+                           "photo-colorizer recipes do; clip and classifier train ad hoc)")
+        if not Path(args.data).is_dir():
+            raise CLIError(f"--data {args.data}: no such folder of images")
+        recipe = replace(recipe, data=args.data, targets={})
     train = recipe.train if args.steps is None else recipe.train.with_steps(args.steps)
     given = {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
     return replace(recipe, train=replace(train, **{k: v for k, v in given.items()

@@ -14,21 +14,23 @@ equal channels, so every image has the same layout.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
-from torch.utils.data import Dataset
-from torchvision.transforms import InterpolationMode
+from torch.utils.data import ConcatDataset, Dataset
+from torchvision.transforms import InterpolationMode, v2
 
 
 @dataclass(frozen=True)
 class PhotoSource:
-    library: str  # "skimage" (a function of skimage.data) or "sklearn" (load_sample_image)
-    key: str  # the function name or the file name inside that library
+    library: str  # "skimage" (a function of skimage.data), "sklearn" (load_sample_image) or
+    #   "matplotlib" (a file of its sample data)
+    key: str  # the function name or the file name inside that library (a function that
+    #   returns several images: the first, e.g. the left view of a stereo pair)
     kind: str  # "photo" or "texture"
 
 
@@ -42,10 +44,13 @@ PHOTOS: dict[str, PhotoSource] = {
     "coins": PhotoSource("skimage", "coins", "photo"),
     "flower": PhotoSource("sklearn", "flower.jpg", "photo"),
     "grass": PhotoSource("skimage", "grass", "texture"),
+    "grace_hopper": PhotoSource("matplotlib", "grace_hopper.jpg", "photo"),
     "gravel": PhotoSource("skimage", "gravel", "texture"),
     "hubble_deep_field": PhotoSource("skimage", "hubble_deep_field", "photo"),
     "immunohistochemistry": PhotoSource("skimage", "immunohistochemistry", "photo"),
     "moon": PhotoSource("skimage", "moon", "photo"),
+    "motorcycle": PhotoSource("skimage", "stereo_motorcycle", "photo"),
+    "retina": PhotoSource("skimage", "retina", "photo"),
     "rocket": PhotoSource("skimage", "rocket", "photo"),
 }
 
@@ -78,6 +83,12 @@ def _load_array(name: str) -> np.ndarray:
             raise ImportError(f"photo {name!r} comes with scikit-image; "
                               "install it with `pip install scikit-image`.") from e
         array = getattr(skimage.data, source.key)()
+        array = array[0] if isinstance(array, tuple) else array
+    elif source.library == "matplotlib":
+        from matplotlib import cbook
+
+        with Image.open(cbook.get_sample_data(source.key)) as image:
+            array = np.asarray(image.convert("RGB"))
     else:
         try:
             from sklearn.datasets import load_sample_image
@@ -177,3 +188,18 @@ class PhotoPatches(Dataset):
         if self.transform is not None:
             patch = self.transform(patch)
         return patch, k
+
+
+CROPS = 100_000  # items of photo_crops (a training sampler cycles; a longer run sees them again)
+
+
+def photo_crops(names: Sequence[str], patch_size: int, photo_sizes: Sequence[int], seed: int,
+                length: int = CROPS) -> Dataset:
+    """Random ``patch_size`` crops of the photos ``names``, from the photos resized (short
+    side) to each of ``photo_sizes`` in turn (a random scale), flipped left-right with
+    probability 1/2 (the global torch RNG, which checkpoints restore); items
+    ``(image (3, P, P) in [0, 1], photo index)``, ``length`` in all."""
+    flip = v2.RandomHorizontalFlip()
+    return ConcatDataset([PhotoPatches(list(names), patch_size, length // len(photo_sizes),
+                                       seed=seed + i, transform=flip, photo_size=size)
+                          for i, size in enumerate(photo_sizes)])

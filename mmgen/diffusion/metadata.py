@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from mmgen.checkpoint import write_file, write_numbered
+from mmgen.data.images import png_writer
 from mmgen.limits import (
     MAX_IMAGES,
     MAX_INPUT_PIXELS,
@@ -218,11 +219,7 @@ def save_png_numbered(image: Image.Image, folder: str | Path, label: str) -> Pat
 
 
 def _write_png(image: Image.Image, path: Path) -> None:
-    info = PngImagePlugin.PngInfo()
-    for key in ("parameters", JSON_KEY):
-        if key in image.info:
-            info.add_itxt(key, image.info[key])
-    image.save(path, format="PNG", pnginfo=info)
+    png_writer(image, ("parameters", JSON_KEY))(path)
 
 
 def read_params(path: str | Path) -> GenerationParams:

@@ -83,8 +83,7 @@ class GANObjective:
             return self.discriminator_loss(model, x, z, labels)
         fake = model.generator(z, labels)  # (B, C, H, W)
         d_fake, classes = self.discriminate(model, self.noisy(fake), labels)  # (B,), [(B, n)]
-        loss = F.softplus(-d_fake).mean() if self.loss == "non_saturating" else -d_fake.mean()
-        out = {}
+        loss, out = generator_loss(d_fake, self.loss), {}
         if self.aux_weight:
             aux = classification_loss(classes, labels)
             loss, out["aux_fake"] = loss + self.aux_weight * aux, aux.detach()
@@ -118,16 +117,30 @@ class GANObjective:
         aux = classification_loss(classes, labels) if self.aux_weight else 0.0
         if self.aux_weight:
             out["aux_real"] = aux.detach()
-        if self.loss == "non_saturating":
-            loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
-        elif self.loss == "hinge":
-            loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+        if self.loss != "wgan-gp":
+            loss = discriminator_loss(d_real, d_fake, self.loss)
         else:
             self.check_model(model)
             gp = gradient_penalty(model.discriminator, x, fake, labels)
             loss = d_fake.mean() - d_real.mean() + self.gp_weight * gp
             out["gradient_penalty"] = gp.detach()
         return {"loss": loss + self.aux_weight * aux, **out}
+
+
+def discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor, loss: str) -> torch.Tensor:
+    """D's loss on its logits for real and generated images (any shape), ``"non_saturating"``
+    or ``"hinge"`` (the module docstring; WGAN-GP's needs D itself for its penalty)."""
+    if loss == "non_saturating":
+        return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+    if loss == "hinge":
+        return F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+    raise ValueError(f"discriminator_loss takes 'non_saturating' or 'hinge', got {loss!r}")
+
+
+def generator_loss(d_fake: torch.Tensor, loss: str) -> torch.Tensor:
+    """G's adversarial loss on D's logits for its images: softplus(-d) for
+    ``"non_saturating"``, -d for ``"hinge"`` and ``"wgan-gp"``."""
+    return F.softplus(-d_fake).mean() if loss == "non_saturating" else -d_fake.mean()
 
 
 def classification_loss(logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:

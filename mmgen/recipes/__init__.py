@@ -18,6 +18,7 @@ from mmgen.recipes.base import (
 )
 from mmgen.recipes.classifiers import CLASSIFIER_RECIPES, ClassifierRecipe, mnist_classifier
 from mmgen.recipes.clip import CLIP_RECIPES, ClipRecipe
+from mmgen.recipes.color import COLOR_RECIPES, ColorRecipe  # noqa: F401
 from mmgen.recipes.onestep import ONESTEP_RECIPES, ConvVAERecipe, GANRecipe
 from mmgen.recipes.style import STYLE_RECIPES, AdaINRecipe, FastStyleRecipe  # noqa: F401
 from mmgen.recipes.t2i import T2I_RECIPES, T2IRecipe, VAERecipe

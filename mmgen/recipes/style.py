@@ -61,10 +61,8 @@ from typing import Any
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
-from torch.utils.data import ConcatDataset, Dataset
-from torchvision.transforms import v2
 
-from mmgen.data.photos import PhotoPatches, list_photos, load_photo
+from mmgen.data.photos import load_photo, photo_crops
 from mmgen.metrics.style import color_histogram_distance, structure_similarity, texture_distance
 from mmgen.recipes.base import Recipe, Setup, register_recipes
 from mmgen.registry import PretrainedModel, create_model
@@ -80,7 +78,6 @@ from mmgen.style.train import (
 )
 from mmgen.train import TrainConfig
 
-CROPS = 100_000  # items of a training set (the sampler cycles; a longer run sees them again)
 EVAL_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 # Results also given per style (key_style) when a model is evaluated on several styles
 PER_STYLE_KEYS = ("style_loss_reduction", "color_distance_reduction",
@@ -89,20 +86,15 @@ PER_STYLE_KEYS = ("style_loss_reduction", "color_distance_reduction",
 Stylizer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+# The bundled photos that serve as content: the photos that were not also styles when the
+# style recipes were made (photos added since, for colorization, are left out)
+CONTENT_PHOTOS = ("astronaut", "camera", "chelsea", "china", "coffee", "coins", "flower",
+                  "moon", "rocket")
+
+
 def content_photos() -> list[str]:
-    """The bundled photos that serve as content: every photo that is not also a style."""
-    return [name for name in list_photos("photo") if name not in list_styles()]
-
-
-def photo_crops(patch_size: int, photo_sizes: Sequence[int], seed: int) -> Dataset:
-    """Random ``patch_size`` crops of :func:`content_photos`, from the photos resized (short
-    side) to each of ``photo_sizes`` in turn, flipped left-right with probability 1/2 (the
-    global torch RNG, which checkpoints restore); items ``(image (3, P, P) in [0, 1], k)``."""
-    flip = v2.RandomHorizontalFlip()
-    parts = [PhotoPatches(content_photos(), patch_size, CROPS // len(photo_sizes),
-                          seed=seed + i, transform=flip, photo_size=size)
-             for i, size in enumerate(photo_sizes)]
-    return ConcatDataset(parts)
+    """The bundled photos that serve as content (:data:`CONTENT_PHOTOS`)."""
+    return list(CONTENT_PHOTOS)
 
 
 def image_tensor(image: Image.Image) -> torch.Tensor:
@@ -233,7 +225,7 @@ class FastStyleRecipe(StyleRecipe):
         objective = FastStyleObjective(images, content_weight=self.content_weight,
                                        style_weight=self.style_weights,
                                        tv_weight=self.tv_weight)
-        data = photo_crops(self.patch_size, self.photo_sizes, self.train.seed)
+        data = photo_crops(content_photos(), self.patch_size, self.photo_sizes, self.train.seed)
         return Setup(model, objective, data, info={
             "styles": list(self.styles), "style_weights": list(self.style_weights),
             "style_size": self.style_size, "loss_network": "feature_network('random')",
@@ -269,7 +261,7 @@ class AdaINRecipe(StyleRecipe):
         model = create_model(self.model, **self.model_args)
         model.encoder.load_state_dict(
             random_encoder(self.encoder_seed, model.config.encoder_width).state_dict())
-        content = photo_crops(self.patch_size, self.photo_sizes, self.train.seed)
+        content = photo_crops(content_photos(), self.patch_size, self.photo_sizes, self.train.seed)
         data = StylePairs(content, self.train_styles(), self.patch_size, self.style_size,
                           seed=self.train.seed + len(self.photo_sizes))
         optimizer = torch.optim.Adam(model.decoder.parameters(), lr=self.train.lr)

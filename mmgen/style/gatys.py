@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from mmgen.data.images import fit_long_side
 from mmgen.style.color import luminance_only
 from mmgen.style.features import FeatureNetwork
-from mmgen.style.images import check_images, fit_long_side
+from mmgen.style.images import check_images
 from mmgen.style.losses import StyleTargets, content_loss, style_loss, total_variation
 
 OPTIMIZERS = ("lbfgs", "adam")

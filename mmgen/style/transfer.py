@@ -25,7 +25,7 @@ Three methods:
 Content and styles are PIL images, image files, or names: a style of
 :func:`~mmgen.style.styles.list_styles` (styles only: drawn or cropped to ``size`` x ``size``)
 or a bundled photo of :func:`~mmgen.data.photos.list_photos`. Images of any PIL mode are
-converted to RGB as :mod:`mmgen.style.images` documents (transparency composited on white).
+converted to RGB as :mod:`mmgen.data.images` documents (transparency composited on white).
 The content is resized so that its long side is ``size`` (up or down, aspect kept), which is
 the output's size; styles are resized to the same long side.
 
@@ -36,37 +36,37 @@ The result is a PIL image whose ``info`` holds its :class:`StyleParams` (PNG tex
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from mmgen.checkpoint import load_state_dict, safetensors_shapes, write_file
-from mmgen.data.photos import list_photos, load_photo
-from mmgen.hub import list_pretrained, load, model_dir
-from mmgen.limits import MAX_STEPS, check_image_size, check_seed
-from mmgen.pipeline import weights_hash
-from mmgen.registry import config_from_dict, read_saved_config
-from mmgen.style.adain import AdaINModel, load_adain
-from mmgen.style.color import luminance_only, match_color
-from mmgen.style.features import feature_network
-from mmgen.style.gatys import GatysConfig, gatys
-from mmgen.style.images import (
-    MIN_SIDE,
-    check_size,
+from mmgen.data.images import (
     fit_long_side,
+    png_writer,
     read_image,
+    read_png_text,
     resize_long_side,
     to_pil,
     to_rgb,
     to_tensor,
 )
+from mmgen.data.photos import list_photos, load_photo
+from mmgen.hub import list_pretrained, load, model_dir
+from mmgen.limits import MAX_STEPS, check_image_size, check_seed
+from mmgen.pipeline import weights_hash
+from mmgen.registry import JSONParams, read_saved_config
+from mmgen.style.adain import AdaINModel, load_adain
+from mmgen.style.color import luminance_only, match_color
+from mmgen.style.features import feature_network
+from mmgen.style.gatys import GatysConfig, gatys
+from mmgen.style.images import MIN_SIDE, check_size
 from mmgen.style.styles import list_styles, load_style
 from mmgen.style.transformer_net import TransformerNet, load_fast_style, style_mix
 
@@ -143,7 +143,7 @@ class StyleRequest:
 
 
 @dataclass
-class StyleParams:
+class StyleParams(JSONParams):
     """What made a stylized image; carried in its PNG (:func:`save_png`)."""
 
     method: str  # "gatys", "fast" or "adain"
@@ -174,18 +174,6 @@ class StyleParams:
         if self.method == "gatys":
             lines[-1] += f", Steps: {self.steps}, Seed: {self.seed}"
         return "\n".join(lines)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
-
-    @classmethod
-    def from_json(cls, text: str) -> StyleParams:
-        """Parse :meth:`to_json`'s text (unknown keys, from newer versions, are ignored)."""
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-        names = {f.name for f in fields(cls)}
-        return config_from_dict(cls, {k: v for k, v in data.items() if k in names})
 
 
 def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource],
@@ -465,17 +453,12 @@ def attach(image: Image.Image, params: StyleParams) -> Image.Image:
 def save_png(image: Image.Image, path: str | os.PathLike, overwrite: bool = True) -> Path:
     """Write ``image`` as a PNG with its style parameters, atomically; with
     ``overwrite=False`` an existing ``path`` is a ``FileExistsError`` (checked atomically)."""
-    info = PngImagePlugin.PngInfo()
-    for key in ("parameters", JSON_KEY):
-        if key in image.info:
-            info.add_itxt(key, image.info[key])
-    return write_file(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info), overwrite)
+    return write_file(path, png_writer(image, ("parameters", JSON_KEY)), overwrite)
 
 
 def read_style_params(path: str | os.PathLike) -> StyleParams:
     """The :class:`StyleParams` stored in a PNG written by :func:`save_png`."""
-    with Image.open(path) as image:
-        text = image.info.get(JSON_KEY) or getattr(image, "text", {}).get(JSON_KEY)
+    text = read_png_text(path, JSON_KEY)
     if not text:
         raise ValueError(f"{path} carries no style parameters (no '{JSON_KEY}' PNG text chunk)")
     return StyleParams.from_json(text)
