@@ -263,6 +263,8 @@ def test_request_checks():
         ColorizeRequest(method="deoldify")
     with pytest.raises(ValueError, match="colorfulness must be a number in"):
         ColorizeRequest(colorfulness=float("nan"))
+    with pytest.raises(ValueError, match="seed must be a whole number"):
+        ColorizeRequest(method="reference", seed=1.5)
     with pytest.raises(ValueError, match="uses no network"):
         ColorizeRequest(method="reference", weights="x.pth")
     with pytest.raises(ValueError, match="only read by method reference"):

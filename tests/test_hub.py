@@ -93,6 +93,7 @@ def test_train_list_shows_the_registered_recipes_only(capsys):
     assert cli.main(["train", "--list"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert names == ["mnist-dcgan", "mnist-lenet5", "mnist-resnet18", "mnist-vae",
+                     "photo-colorizer", "photo-colorizer-l1", "photo-colorizer-pix2pix",
                      "shapes-classifier", "shapes-clip", "shapes-clip-joint", "shapes-dcgan",
                      "shapes-dit", "shapes-t2i", "shapes-vae", "style-adain",
                      "style-fast"]

@@ -55,7 +55,7 @@ from mmgen.color.lab import DEFAULT_TEMPERATURE, lab_to_rgb, rgb_to_lab
 from mmgen.color.predict import DEFAULT_SIZE, network_input, with_colour
 from mmgen.data.images import png_writer, read_image, read_png_text, to_pil, to_rgb, to_tensor
 from mmgen.data.photos import list_photos, load_photo
-from mmgen.limits import MAX_INPUT_PIXELS, check_image_size
+from mmgen.limits import MAX_INPUT_PIXELS, check_image_size, check_seed
 from mmgen.pipeline import weights_hash
 from mmgen.registry import JSONParams
 
@@ -95,6 +95,7 @@ class ColorizeRequest:
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < MIN_SIDE:
             raise ValueError(f"size must be a whole number >= {MIN_SIDE}, got {self.size!r}")
         check_image_size(self.size, self.size, "the network's image (size)")
+        check_seed(self.seed)
         if self.weights is not None:
             self.weights = os.fspath(self.weights)
         if self.method == "zhang" and not self.weights:
