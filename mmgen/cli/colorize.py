@@ -44,8 +44,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", metavar="PATH",
                    help="learned: a model folder or name; zhang: the .pth/.safetensors file")
     p.add_argument("--size", type=pixels_at_least(MIN_SIZE), default=256,
-                   help=f"long side at which the network sees the photo, >= {MIN_SIZE} "
-                        "(default 256); the output keeps the photo's size")
+                   help=f"long side at which the network (or the reference matching) sees "
+                        f"the photo, >= {MIN_SIZE} (default 256); the output keeps its size")
     p.add_argument("--no-sepia-guard", action="store_true",
                    help="keep a sepia-looking result of a class network as it is")
     p.add_argument("--seed", type=seed, help="reference: seed of its sampling (default 0)")

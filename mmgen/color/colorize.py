@@ -78,7 +78,8 @@ class ColorizeRequest:
 
     method: str = "learned"  # "learned", "reference" or "zhang" (module docstring)
     colorfulness: float = 1.0  # > 0: the temperature 0.38 / colorfulness, or a chroma factor
-    size: int = DEFAULT_SIZE  # long side at which the network sees the image (px)
+    size: int = DEFAULT_SIZE  # long side at which the network (reference: the matching) sees
+    #   the image (px); the output keeps the input's size
     weights: str | None = None  # learned: a model folder or name (default photo-colorizer);
     #   zhang: the published .pth / .safetensors file (required)
     sepia_guard: bool = True  # class networks: re-decode a sepia result more colourfully
@@ -165,9 +166,10 @@ def colorize(image: ImageSource, request: ColorizeRequest | None = None,
     rgb = to_tensor(pil)  # (1, 3, H, W)
     mode = "gray" if is_gray(rgb) else "color (L only)"
     if request.method == "reference":
-        from mmgen.color.reference import colorize_reference
+        from mmgen.color.reference import ReferenceConfig, colorize_reference
 
-        out = colorize_reference(rgb, to_tensor(ref_pil), seed=request.seed)
+        out = colorize_reference(rgb, to_tensor(ref_pil), ReferenceConfig(size=request.size),
+                                 seed=request.seed)
         out = scale_chroma(out, request.colorfulness)
         temperature, guard, digest = 0.0, "not available", ""
     else:
