@@ -72,12 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     models = {"classes": args.classes, "l1": args.l1, "pix2pix": args.pix2pix}
     networks = {k: load(v).float().eval() for k, v in models.items() if v}
 
+    truths = {photo: eval_photo(photo, args.size) for photo in HELD_OUT_PHOTOS}
+    references = {photo: eval_photo(REFERENCES[photo], args.size) for photo in HELD_OUT_PHOTOS}
+
     def run(method: str, gray: torch.Tensor, photo: str, temperature: float | None = None):
         if method == "gray":
             return gray
         if method == "reference":
-            reference = eval_photo(REFERENCES[photo], args.size)
-            return colorize_reference(gray, reference)
+            return colorize_reference(gray, references[photo])
         request = ColorizeRequest(colorfulness=0.38 / temperature if temperature else 1.0,
                                   sepia_guard=temperature is None)
         return run_network(networks[method], gray, request)[0]
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         for degradation in DEGRADATIONS if temperature is None else ("clean",):
             scores: dict[str, list[float]] = {}
             for photo in HELD_OUT_PHOTOS:
-                truth = eval_photo(photo, args.size)
+                truth = truths[photo]
                 gray = gray_input(truth, degradation)
                 out = (run(method, gray, photo, temperature) * 255).round() / 255  # 8-bit PNG
                 l_error = max(l_error, float((rgb_to_lab(out)[:, 0]
@@ -99,9 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                 scores.setdefault("ssim", []).append(ssim(out, truth))
                 scores.setdefault("colorfulness", []).append(colorfulness(out))
                 if degradation == "clean":
-                    reference = eval_photo(REFERENCES[photo], args.size)
                     scores.setdefault("ab_distance_to_reference", []).append(
-                        ab_histogram_distance(out, reference))
+                        ab_histogram_distance(out, references[photo]))
                     if temperature is None:
                         outputs[method, photo] = out
                         per_photo[method, photo] = {"psnr": round(scores["psnr"][-1], 2),
@@ -110,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             rows[name, degradation] = {k: round(statistics.fmean(v), 4)
                                        for k, v in scores.items()}
             print(name, degradation, rows[name, degradation], flush=True)
-    truth_scores = {"colorfulness": round(statistics.fmean(
-        colorfulness(eval_photo(p, args.size)) for p in HELD_OUT_PHOTOS), 4)}
+    truth_scores = {"colorfulness": round(statistics.fmean(map(colorfulness, truths.values())),
+                                          4)}
 
     command = "python scripts/color_results.py " + shlex.join(
         argv if argv is not None else sys.argv[1:])

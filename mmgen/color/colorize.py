@@ -53,7 +53,7 @@ from PIL import Image
 from mmgen.checkpoint import write_file
 from mmgen.color.lab import DEFAULT_TEMPERATURE, lab_to_rgb, rgb_to_lab
 from mmgen.color.predict import DEFAULT_SIZE, network_input, with_colour
-from mmgen.data.images import png_writer, read_image, read_png_text, to_pil, to_rgb, to_tensor
+from mmgen.data.images import open_source, png_writer, read_png_text, to_pil, to_tensor
 from mmgen.data.photos import list_photos, load_photo
 from mmgen.limits import MAX_INPUT_PIXELS, check_image_size, check_seed
 from mmgen.pipeline import weights_hash
@@ -189,20 +189,7 @@ def open_image(item: Any, role: str) -> tuple[Image.Image, str]:
     """(RGB image, its label) of a PIL image, an image file or a bundled photo name; a clear
     error for a missing file or name and for images under MIN_SIDE px a side or over
     ``MMGEN_MAX_INPUT_PIXELS``."""
-    if isinstance(item, Image.Image):
-        image, label = to_rgb(item), f"PIL image {item.width}x{item.height}"
-    elif isinstance(item, (str, os.PathLike)):
-        label = os.fspath(item)
-        if Path(label).exists():
-            image = read_image(label)
-        elif label in list_photos():
-            image = load_photo(label)
-        else:
-            raise FileNotFoundError(f"{role} {label}: no such file, nor a bundled photo name "
-                                    f"({', '.join(list_photos())})")
-    else:
-        raise TypeError(f"{role} must be a PIL image, a file path or a photo name, got "
-                        f"{type(item).__name__}")
+    image, label = open_source(item, role, [("bundled photo", list_photos(), load_photo)])
     w, h = image.size
     if min(w, h) < MIN_SIDE:
         raise ValueError(f"{role} {label} is {w}x{h} px; colorization needs at least "

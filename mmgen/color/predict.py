@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from mmgen.color.lab import DEFAULT_TEMPERATURE, lab_to_rgb, rgb_to_lab
+from mmgen.data.images import fit_long_side
 
 DEFAULT_SIZE = 256  # long side at which the networks see the image
 
@@ -33,8 +34,8 @@ def grayscale(images: torch.Tensor) -> torch.Tensor:
 
 def model_size(height: int, width: int, size: int) -> tuple[int, int]:
     """(h, w) of an image of ``height`` x ``width`` whose long side is ``size``, >= 16 each."""
-    scale = size / max(height, width)
-    return max(16, round(height * scale)), max(16, round(width * scale))
+    w, h = fit_long_side(width, height, size)
+    return max(16, h), max(16, w)
 
 
 def network_input(images: torch.Tensor, size: int = DEFAULT_SIZE

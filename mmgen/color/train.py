@@ -35,11 +35,13 @@ from mmgen.gan.patchgan import PatchGAN
 from mmgen.train.batch import unpack_batch
 
 
-def lab_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L (B, 1, H, W), ab (B, 2, H, W)) of a batch of RGB images in [0, 1]."""
+def lab_batch(batch: Any, degrade: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L (B, 1, H, W), ab (B, 2, H, W)) of a batch of RGB images in [0, 1]; with ``degrade``
+    the network's input L gets grain and blur (:func:`degrade_lightness`), ab stays clean."""
     images, _ = unpack_batch(batch)
     lab = rgb_to_lab(images.float())
-    return lab[:, :1], lab[:, 1:]
+    lightness = degrade_lightness(lab[:, :1]) if degrade else lab[:, :1]
+    return lightness, lab[:, 1:]
 
 
 def degrade_lightness(lightness: torch.Tensor) -> torch.Tensor:
@@ -69,9 +71,7 @@ class ClassObjective:
     degrade: bool = True
 
     def __call__(self, model: ColorNet, batch: Any) -> dict[str, torch.Tensor]:
-        lightness, ab = lab_batch(batch)
-        if self.degrade:
-            lightness = degrade_lightness(lightness)
+        lightness, ab = lab_batch(batch, self.degrade)
         target = soft_encode(half(ab), model.bins)  # (B, Q, H/2, W/2)
         weight = self.weights.to(target)[target.argmax(dim=1)]  # (B, H/2, W/2)
         logp = F.log_softmax(model(lightness).float(), dim=1)
@@ -86,9 +86,7 @@ class RegressionObjective:
     degrade: bool = True
 
     def __call__(self, model: ColorNet, batch: Any) -> dict[str, torch.Tensor]:
-        lightness, ab = lab_batch(batch)
-        if self.degrade:
-            lightness = degrade_lightness(lightness)
+        lightness, ab = lab_batch(batch, self.degrade)
         loss = (model(lightness).float() - half(ab) / AB_NORM).abs().mean()
         return {"loss": loss}
 
@@ -118,9 +116,7 @@ class Pix2PixObjective:
     degrade: bool = True
 
     def __call__(self, model: Pix2Pix, batch: Any, opt_idx: int) -> dict[str, torch.Tensor]:
-        lightness, ab = lab_batch(batch)
-        if self.degrade:
-            lightness = degrade_lightness(lightness)
+        lightness, ab = lab_batch(batch, self.degrade)
         size = ab.shape[-2:]
         if opt_idx == 0:  # D: real pairs against the generator's, no gradient into G
             with torch.no_grad():

@@ -66,6 +66,30 @@ def read_image(path: str | os.PathLike) -> Image.Image:
     return to_rgb(open_image(path, mode=None))
 
 
+def open_source(item: Image.Image | str | os.PathLike, role: str,
+                named: Sequence[tuple[str, Sequence[str], Callable[[str], Image.Image]]] = ()
+                ) -> tuple[Image.Image, str]:
+    """(RGB image, the label it is recorded by) of a PIL image, an image file, or a name that
+    one of ``named`` knows: ``(kind, names, load)`` triples tried in turn, ``load(name)``
+    giving the image. A ``FileNotFoundError`` names every kind and name for an unknown one;
+    ``role`` ("content", "image", ...) starts the messages."""
+    if isinstance(item, Image.Image):
+        return to_rgb(item), f"PIL image {item.width}x{item.height}"
+    if not isinstance(item, (str, os.PathLike)):
+        raise TypeError(f"{role} must be a PIL image, a file path or a name, got "
+                        f"{type(item).__name__}")
+    label = os.fspath(item)
+    if Path(label).exists():
+        return read_image(label), label
+    for _, names, load in named:
+        if label in names:
+            return load(label), label
+    kinds = " or ".join(kind for kind, _, _ in named)
+    names = sorted({name for _, known, _ in named for name in known})
+    raise FileNotFoundError(f"{role} {label}: no such file, nor a {kinds} name "
+                            f"({', '.join(names)})")
+
+
 def fit_long_side(width: int, height: int, long_side: int) -> tuple[int, int]:
     """(width, height) scaled so that the longer one is ``long_side``, aspect kept."""
     factor = long_side / max(width, height)
@@ -116,6 +140,6 @@ def read_png_text(path: str | os.PathLike, key: str) -> str | None:
                                        f"{path}: image size {image.width}x{image.height} "
                                        f"({image.width * image.height:,} pixels)")
                 text = getattr(image, "text", {}).get(key)
-    except (OSError, Image.DecompressionBombError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot read {path} as an image: {e}") from None
     return text or None

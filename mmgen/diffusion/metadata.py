@@ -29,10 +29,9 @@ from typing import Any
 from PIL import Image
 
 from mmgen.checkpoint import write_file, write_numbered
-from mmgen.data.images import png_writer
+from mmgen.data.images import png_writer, read_png_text
 from mmgen.limits import (
     MAX_IMAGES,
-    MAX_INPUT_PIXELS,
     MAX_STEPS,
     check_image_size,
     check_seed,
@@ -224,16 +223,7 @@ def _write_png(image: Image.Image, path: Path) -> None:
 
 def read_params(path: str | Path) -> GenerationParams:
     """The :class:`GenerationParams` stored in a PNG written by mmgen."""
-    try:
-        with Image.open(path) as im:
-            text: Any = im.info.get(JSON_KEY)
-            if not text:  # chunks after the image data: found by decoding it (size checked)
-                MAX_INPUT_PIXELS.check(im.width * im.height,
-                                       f"{path}: image size {im.width}x{im.height} "
-                                       f"({im.width * im.height:,} pixels)")
-                text = getattr(im, "text", {}).get(JSON_KEY)
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"cannot read {path} as an image: {e}") from None
+    text = read_png_text(path, JSON_KEY)
     if not text:
         raise ValueError(f"{path} carries no mmgen generation parameters (no '{JSON_KEY}' PNG "
                          "text chunk); only PNGs written by mmgen generate can be re-created")

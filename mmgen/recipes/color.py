@@ -42,6 +42,7 @@ from mmgen.color.train import (
     RegressionObjective,
 )
 from mmgen.data.folder import ImageFolderDataset
+from mmgen.data.images import resize_long_side, to_tensor
 from mmgen.data.photos import load_photo, photo_crops
 from mmgen.gan.patchgan import PatchGAN, PatchGANConfig
 from mmgen.metrics.color import colorfulness, psnr, ssim
@@ -82,11 +83,7 @@ DEGRADATIONS = ("clean", "grain", "blur", "jpeg")
 
 def eval_photo(name: str, size: int = EVAL_SIZE) -> torch.Tensor:
     """Bundled photo ``name`` with long side ``size``, (1, 3, H, W) in [0, 1]."""
-    image = load_photo(name)
-    scale = size / max(image.size)
-    image = image.resize((round(image.width * scale), round(image.height * scale)),
-                         Image.BICUBIC)
-    return TF.to_tensor(image)[None]
+    return to_tensor(resize_long_side(load_photo(name), size))
 
 
 def colorization_results(colorize: Any, photos: tuple[str, ...] = HELD_OUT_PHOTOS,
@@ -97,10 +94,10 @@ def colorization_results(colorize: Any, photos: tuple[str, ...] = HELD_OUT_PHOTO
     ...), of the gray inputs themselves (``{degradation}/gray_psnr``, ...), and the PSNR gain
     over them (``{degradation}/psnr_gain``, dB; negative: a loss)."""
     results: dict[str, float] = {}
+    truths = [eval_photo(name, size) for name in photos]
     for degradation in degradations:
         rows: dict[str, list[float]] = {}
-        for name in photos:
-            truth = eval_photo(name, size)
+        for truth in truths:
             gray = gray_input(truth, degradation)
             for prefix, image in (("", colorize(gray)), ("gray_", gray)):
                 for metric, fn in (("psnr", psnr), ("ssim", ssim)):
@@ -115,7 +112,8 @@ def colorization_results(colorize: Any, photos: tuple[str, ...] = HELD_OUT_PHOTO
 def class_prior(photos: tuple[str, ...], sizes: tuple[int, ...]) -> torch.Tensor:
     """Counts (Q,) of the nearest ab class of every pixel of ``photos`` at each short side of
     ``sizes``."""
-    bins, counts = ab_bins(), torch.zeros(len(ab_bins()))
+    bins = ab_bins()
+    counts = torch.zeros(len(bins))
     for name in photos:
         for size in sizes:
             image = TF.to_tensor(TF.resize(load_photo(name), size, antialias=True))[None]

@@ -49,12 +49,11 @@ from PIL import Image
 from mmgen.checkpoint import load_state_dict, safetensors_shapes, write_file
 from mmgen.data.images import (
     fit_long_side,
+    open_source,
     png_writer,
-    read_image,
     read_png_text,
     resize_long_side,
     to_pil,
-    to_rgb,
     to_tensor,
 )
 from mmgen.data.photos import list_photos, load_photo
@@ -317,25 +316,12 @@ def _network_source(request: StyleRequest) -> str:
 
 
 def _open(item: Any, role: str, size: int) -> tuple[Image.Image, str]:
-    """(RGB image, the label it is recorded by) of a PIL image, a file or a name."""
-    if isinstance(item, Image.Image):
-        image, label = to_rgb(item), _label(item)
-    elif isinstance(item, (str, os.PathLike)):
-        label = os.fspath(item)
-        if Path(label).exists():
-            image = read_image(label)
-        elif role == "style" and label in list_styles():
-            image = load_style(label, size)
-        elif label in list_photos():
-            image = load_photo(label)
-        else:
-            names = sorted(set(list_photos()) | (set(list_styles()) if role == "style" else set()))
-            kind = "style or bundled photo" if role == "style" else "bundled photo"
-            raise FileNotFoundError(f"{role} {label}: no such file, nor a {kind} name "
-                                    f"({', '.join(names)})")
-    else:
-        raise TypeError(f"{role} must be a PIL image, a file path or a name, got "
-                        f"{type(item).__name__}")
+    """(RGB image, the label it is recorded by) of a PIL image, a file or a name: a style
+    (drawn at ``size``; styles only) or a bundled photo."""
+    styles = [("style", list_styles(), lambda name: load_style(name, size))] \
+        if role == "style" else []
+    image, label = open_source(item, role, [*styles, ("bundled photo", list_photos(),
+                                                      load_photo)])
     check_size(image, f"{role} {label}")
     return image, label
 
