@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import platform
+import threading
 from collections.abc import Callable, Iterator
 
 import torch
@@ -90,17 +91,33 @@ def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
         yield
 
 
+_native_lock = threading.Lock()
+_native_users = 0  # threads inside native_cpu_convolutions
+_native_saved = True  # torch.backends.mkldnn.enabled before the first of them entered
+
+
 @contextlib.contextmanager
 def native_cpu_convolutions() -> Iterator[None]:
     """Compute CPU convolutions with PyTorch's native kernels instead of oneDNN's (restored
     afterwards). oneDNN chooses its algorithm by batch size, so an image's last bits depend
-    on the batch it is in; the native kernels treat every image of a batch alike."""
-    previous = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
+    on the batch it is in; the native kernels treat every image of a batch alike.
+
+    The switch (``torch.backends.mkldnn.enabled``) is process-wide, so the context is
+    counted: with several threads inside it at once (an app serving two users), oneDNN stays
+    off until the last one leaves, and its previous state is restored then."""
+    global _native_users, _native_saved
+    with _native_lock:
+        if _native_users == 0:
+            _native_saved = torch.backends.mkldnn.enabled
+            torch.backends.mkldnn.enabled = False
+        _native_users += 1
     try:
         yield
     finally:
-        torch.backends.mkldnn.enabled = previous
+        with _native_lock:
+            _native_users -= 1
+            if _native_users == 0:
+                torch.backends.mkldnn.enabled = _native_saved
 
 
 def batch_invariant_kernels(device: torch.device, enabled: bool = True

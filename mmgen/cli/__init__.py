@@ -16,8 +16,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from mmgen.cli import colorize, generate, models, sample, search, style, train
-from mmgen.cli.errors import USER_ERRORS, CLIError
+from mmgen.cli import app, colorize, generate, models, sample, search, style, train
+from mmgen.cli.errors import USER_ERRORS, CLIError, one_line
 
 __all__ = ["USER_ERRORS", "CLIError", "build_parser", "main"]
 
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_parsers(sub)  # search, classify
     style.add_parsers(sub)  # style
     colorize.add_parsers(sub)  # colorize
+    app.add_parsers(sub)  # app
     return parser
 
 
@@ -57,20 +58,6 @@ def _one_line_warning(command: str):
     return show
 
 
-def _message(e: BaseException) -> str:
-    """One line for a user error."""
-    if isinstance(e, KeyError) and e.args:
-        text = str(e.args[0])
-    elif isinstance(e, MemoryError):
-        text = (f"out of memory ({e or 'the allocator gave up'}); ask for less (smaller images, "
-                "fewer at once) or lower the limits of docs/reliability.md")
-    elif isinstance(e, OSError) and e.strerror and e.filename:  # "[Errno 2] ..." -> "f: ..."
-        text = f"{e.filename}: {e.strerror}"
-    else:
-        text = str(e) or type(e).__name__
-    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -84,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CLIError, *USER_ERRORS) as e:
         if args.debug:
             raise
-        print(f"mmgen {args.command}: error: {_message(e)}", file=sys.stderr)
+        print(f"mmgen {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -16,3 +16,18 @@ USER_ERRORS = (ValueError, KeyError, OSError, UnsafeCheckpointError, MemoryError
 
 class CLIError(Exception):
     """A user error detected by the CLI itself (exit code 2)."""
+
+
+def one_line(e: BaseException) -> str:
+    """A user error as one line (what ``main`` prints after ``mmgen COMMAND: error:``; the web
+    app shows the same)."""
+    if isinstance(e, KeyError) and e.args:
+        text = str(e.args[0])
+    elif isinstance(e, MemoryError):
+        text = (f"out of memory ({e or 'the allocator gave up'}); ask for less (smaller images, "
+                "fewer at once) or lower the limits of docs/reliability.md")
+    elif isinstance(e, OSError) and e.strerror and e.filename:  # "[Errno 2] ..." -> "f: ..."
+        text = f"{e.filename}: {e.strerror}"
+    else:
+        text = str(e) or type(e).__name__
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())

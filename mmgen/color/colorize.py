@@ -139,7 +139,8 @@ class ColorizeParams(JSONParams):
 
 
 def colorize(image: ImageSource, request: ColorizeRequest | None = None,
-             reference: ImageSource | None = None) -> Image.Image:
+             reference: ImageSource | None = None,
+             model: torch.nn.Module | None = None) -> Image.Image:
     """Colorize a black-and-white photo (module docstring).
 
     Everything that needs no network is checked first (the request, the files, the image
@@ -149,6 +150,8 @@ def colorize(image: ImageSource, request: ColorizeRequest | None = None,
         image: a PIL image, an image file or a bundled photo name; only its L is read.
         request: method and options; ``None`` for :class:`ColorizeRequest` defaults.
         reference: method ``reference``: the photo whose colours are used (any size).
+        model: the network :func:`load_colorizer` gives for this request, already loaded (a
+            server shares one copy between requests); ``None`` loads it.
 
     Returns:
         an RGB image of the input's size, its :class:`ColorizeParams` in ``info``.
@@ -173,7 +176,7 @@ def colorize(image: ImageSource, request: ColorizeRequest | None = None,
         out = scale_chroma(out, request.colorfulness)
         temperature, guard, digest = 0.0, "not available", ""
     else:
-        model = load_colorizer(request.method, source)
+        model = model if model is not None else load_colorizer(request.method, source)
         out, temperature, guard = run_network(model, rgb, request)
         digest = weights_hash(model)
     params = ColorizeParams(request.method, float(request.colorfulness), temperature,

@@ -20,14 +20,16 @@ CPU thread.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mmgen.data.images import fit_long_side
+from mmgen.diffusion.denoise import GenerationCancelled
 from mmgen.style.color import luminance_only
 from mmgen.style.features import FeatureNetwork
 from mmgen.style.images import check_images
@@ -103,7 +105,8 @@ def style_weight(config: GatysConfig, strength: float) -> float:
 def gatys(content: torch.Tensor, style: torch.Tensor | Sequence[torch.Tensor],
           feature_net: FeatureNetwork, config: GatysConfig | None = None, strength: float = 1.0,
           preserve_color: bool = False, progress: bool = True,
-          blend: Sequence[float] | None = None) -> torch.Tensor:
+          blend: Sequence[float] | None = None,
+          callback: Callable[[int, int], Any] | None = None) -> torch.Tensor:
     """Paint ``content`` in the style of ``style`` by optimising the pixels.
 
     Args:
@@ -120,6 +123,8 @@ def gatys(content: torch.Tensor, style: torch.Tensor | Sequence[torch.Tensor],
             paper's other method, pass the style through :func:`~mmgen.style.color.match_color`.
         progress: show a tqdm bar with the current loss.
         blend: one weight per style image (normalised to sum 1); ``None``: equal weights.
+        callback: ``callback(done, total)`` after each loss evaluation (a web app's progress
+            bar); returning False stops with :class:`GenerationCancelled`.
 
     Returns:
         (N, 3, h, w) in [0, 1], the content's aspect ratio with long side ``config.scales[-1]``.
@@ -138,8 +143,8 @@ def gatys(content: torch.Tensor, style: torch.Tensor | Sequence[torch.Tensor],
     bar = tqdm(total=content.shape[0] * sum(config.steps), desc="style transfer", unit="eval",
                disable=not progress, leave=False)
     with bar:
-        out = torch.cat([_transfer(c, styles, feature_net, config, strength, blend, bar)
-                         for c in content.split(1)])  # (N, 3, h, w)
+        out = torch.cat([_transfer(c, styles, feature_net, config, strength, blend, bar,
+                                   callback) for c in content.split(1)])  # (N, 3, h, w)
     if preserve_color:
         out = luminance_only(out, content)
     return out
@@ -147,7 +152,7 @@ def gatys(content: torch.Tensor, style: torch.Tensor | Sequence[torch.Tensor],
 
 def _transfer(content: torch.Tensor, styles: list[torch.Tensor], net: FeatureNetwork,
               config: GatysConfig, strength: float, blend: Sequence[float] | None,
-              bar: tqdm) -> torch.Tensor:
+              bar: tqdm, callback: Callable[[int, int], Any] | None) -> torch.Tensor:
     """One content image (1, 3, H, W) through every stage -> (1, 3, h, w) in [0, 1]."""
     generator = torch.Generator().manual_seed(config.seed)
     image: torch.Tensor | None = None
@@ -164,12 +169,13 @@ def _transfer(content: torch.Tensor, styles: list[torch.Tensor], net: FeatureNet
                                   align_corners=False)
         bar.set_description(f"style transfer {stage_content.shape[-1]}x"
                             f"{stage_content.shape[-2]}")
-        image = _optimise(net, image, targets, config, strength, steps, bar)
+        image = _optimise(net, image, targets, config, strength, steps, bar, callback)
     return image.clamp(0, 1)
 
 
 def _optimise(net: FeatureNetwork, image: torch.Tensor, targets: StyleTargets,
-              config: GatysConfig, strength: float, steps: int, bar: tqdm) -> torch.Tensor:
+              config: GatysConfig, strength: float, steps: int, bar: tqdm,
+              callback: Callable[[int, int], Any] | None = None) -> torch.Tensor:
     """``steps`` loss evaluations of L-BFGS or Adam on the pixels of ``image`` (1, 3, h, w)."""
     # the only tensor with a gradient; contiguous, as L-BFGS flattens its gradient with view
     x = image.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
@@ -185,6 +191,8 @@ def _optimise(net: FeatureNetwork, image: torch.Tensor, targets: StyleTargets,
         evals += 1
         if evals <= steps:
             bar.update(1)
+            if callback is not None and callback(bar.n, bar.total) is False:
+                raise GenerationCancelled("style transfer cancelled")
         bar.set_postfix(loss=f"{loss.item():.4g}", refresh=False)
         return loss
 

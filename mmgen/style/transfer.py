@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,7 +176,9 @@ class StyleParams(JSONParams):
 
 
 def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource],
-            request: StyleRequest | None = None, progress: bool = True) -> Image.Image:
+            request: StyleRequest | None = None, progress: bool = True,
+            callback: Callable[[int, int], Any] | None = None,
+            model: torch.nn.Module | None = None) -> Image.Image:
     """Paint ``content`` in the style of ``styles``.
 
     Everything that needs no network is checked first (the request against the styles, that
@@ -189,6 +191,10 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource],
             (``config.styles``), blended the same way, and none for a one-style network.
         request: method and options; ``None`` for :class:`StyleRequest` defaults (gatys).
         progress: gatys: show a tqdm bar on stderr.
+        callback: gatys: ``callback(done, total)`` after each loss evaluation; returning
+            False stops it with a ``GenerationCancelled`` (a web app's progress and Cancel).
+        model: fast, adain: the network :func:`load_style_network` gives for this request,
+            already loaded (a server shares one copy between requests); ``None`` loads it.
 
     Returns:
         an RGB image with long side ``request.size``, its :class:`StyleParams` in ``info``.
@@ -213,14 +219,19 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource],
         labels = [label for _, label in opened]
         style_ts = [to_tensor(resize_long_side(im, request.size)) for im, _ in opened]
     blend = _normalised(request.style_weights or (1.0,) * len(labels))
-    if request.method == "fast":  # picks its styles by name
-        out, weights_hash = _fast(content_t, labels, blend, request, network)
+    if request.method == "gatys":
+        out, digest = _gatys(content_t, style_ts, blend, request, network, progress,
+                             callback)
     else:
-        run = {"gatys": _gatys, "adain": _adain}[request.method]
-        out, weights_hash = run(content_t, style_ts, blend, request, network, progress)
+        net = model if model is not None else load_style_network(request.method, network)
+        if request.method == "fast":  # picks its styles by name
+            out = _fast(content_t, labels, blend, request, net)
+        else:
+            out = _adain(content_t, style_ts, blend, request, net)
+        digest = weights_hash(net)
     params = StyleParams(request.method, float(request.strength), request.preserve_color,
                          request.size, width, height, content_label, tuple(labels), blend,
-                         network, weights_hash, request.steps if request.method == "gatys"
+                         network, digest, request.steps if request.method == "gatys"
                          else 0, request.seed)
     return attach(to_pil(out), params)
 
@@ -354,7 +365,8 @@ def _normalised(weights: Sequence[float]) -> tuple[float, ...]:
 
 
 def _gatys(content: torch.Tensor, styles: list[torch.Tensor], blend: tuple[float, ...],
-           request: StyleRequest, source: str, progress: bool) -> tuple[torch.Tensor, str]:
+           request: StyleRequest, source: str, progress: bool,
+           callback: Callable[[int, int], Any] | None = None) -> tuple[torch.Tensor, str]:
     """Optimise the pixels (:func:`~mmgen.style.gatys.gatys`) on the chosen features."""
     height, width = content.shape[-2:]
     config = gatys_config(width, height, request.steps,
@@ -364,7 +376,7 @@ def _gatys(content: torch.Tensor, styles: list[torch.Tensor], blend: tuple[float
     else:
         net = feature_network("vgg", weights=source, arch=_vgg_arch(source))
     out = gatys(content, styles, net, config, request.strength, request.preserve_color,
-                progress, blend=blend)
+                progress, blend=blend, callback=callback)
     return out, weights_hash(net)
 
 
@@ -394,27 +406,36 @@ def _vgg_arch(path: str) -> str:
         else "vgg19"
 
 
+def load_style_network(method: str, source: str) -> torch.nn.Module:
+    """The trained network of ``method`` ("fast" or "adain") from ``source``: a model name or
+    folder; for fast also a TransformerNet .pth/.safetensors file, for adain also
+    "ENCODER,DECODER" files."""
+    if method == "fast":
+        return load_fast_style(source) if Path(source).is_file() else \
+            load(source, kind=TransformerNet)
+    if method == "adain":
+        if "," in source and not Path(source).exists():
+            return load_adain(*source.split(","))
+        return load(source, kind=AdaINModel)
+    raise ValueError(f"{method} has no trained network to load (fast and adain have)")
+
+
 def _fast(content: torch.Tensor, names: list[str], blend: tuple[float, ...],
-          request: StyleRequest, source: str) -> tuple[torch.Tensor, str]:
+          request: StyleRequest, net: TransformerNet) -> torch.Tensor:
     """One pass of the TransformerNet with its styles ``names`` mixed by ``blend`` (none for a
     one-style network), blended with the content by ``strength``."""
-    net = load_fast_style(source) if Path(source).is_file() else load(source, kind=TransformerNet)
     style = net.style_mix(names, blend) if names else None  # (S,) weights of its styles
     s = request.strength
     out = s * net.stylize(content, style) + (1 - s) * content  # (1, 3, H, W); s = 0: content
     if request.preserve_color:
         out = luminance_only(out, content)
-    return out, weights_hash(net)
+    return out
 
 
 @torch.no_grad()
 def _adain(content: torch.Tensor, styles: list[torch.Tensor], blend: tuple[float, ...],
-           request: StyleRequest, source: str, progress: bool) -> tuple[torch.Tensor, str]:
+           request: StyleRequest, model: AdaINModel) -> torch.Tensor:
     """AdaIN with alpha = ``strength``; several styles mixed by ``blend``."""
-    if "," in source and not Path(source).exists():
-        model = load_adain(*source.split(","))
-    else:
-        model = load(source, kind=AdaINModel)
     if request.preserve_color:
         styles = [match_color(s, content) for s in styles]
     features = model.encode(content)  # (1, 512, h, w)
@@ -423,7 +444,7 @@ def _adain(content: torch.Tensor, styles: list[torch.Tensor], blend: tuple[float
     t = sum(w * model.mix(features, model.encode(s), request.strength)
             for w, s in zip(blend, styles, strict=True))  # (1, 512, h, w)
     h, w = content.shape[-2:]
-    return model.decoder(t)[..., :h, :w].clamp(0, 1), weights_hash(model)
+    return model.decoder(t)[..., :h, :w].clamp(0, 1)
 
 
 # ----------------------------------------------------------------------------- files
