@@ -94,3 +94,8 @@ def test_bad_uploads_get_a_clear_message_and_the_app_keeps_serving(client, tmp_p
     # still serving
     _, files, seed, _ = client.predict(*rest, api_name="/generate")
     assert seed == 1 and Image.open(files[0]).size == (64, 64)
+
+
+def test_the_app_changes_no_process_wide_image_setting(served):
+    """The pixel limit of uploads is the app's own check, not Pillow's global."""
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # Pillow's default, untouched by build_app

@@ -15,7 +15,6 @@ import logging
 from dataclasses import dataclass
 
 import gradio as gr
-from PIL import Image
 
 from mmgen_app.clip import ClipTab
 from mmgen_app.colorize import ColorizeTab
@@ -55,9 +54,6 @@ def build_app(config: AppConfig | None = None) -> App:
     """The app for ``config`` (models preloaded if ``config.preload``)."""
     config = config or AppConfig()
     limit_malloc_arenas()  # before the first threads allocate (jobs.py says why)
-    # Pillow refuses images over 2x MAX_IMAGE_PIXELS while Gradio reads an upload, before any
-    # handler sees it; our own, lower limit then applies in the handlers (mmgen_app.inputs).
-    Image.MAX_IMAGE_PIXELS = max(config.limits.max_input_pixels // 2, 1)
     store = ModelStore(config)
     if config.preload:
         store.preload()

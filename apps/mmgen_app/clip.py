@@ -73,7 +73,7 @@ class ClipTab:
         with gr.Row():
             with gr.Column():
                 gr.Markdown("### Zero-shot classification")
-                image = ImageInput(type="filepath", image_mode=None, label="Image",
+                image = ImageInput(self.limits, label="Image",
                                  elem_id="clip-image")
                 labels = gr.Textbox(label="Labels (comma-separated)",
                                     value="red circle, blue square, green triangle",

@@ -53,15 +53,14 @@ class ColorizeTab:
         """The tab's components and events (inside a ``gr.Blocks``)."""
         with gr.Row():
             with gr.Column():
-                image = ImageInput(type="filepath", image_mode=None, label="Black-and-white photo",
+                image = ImageInput(self.limits, label="Black-and-white photo",
                                  elem_id="color-image")
                 method = gr.Radio(list(METHODS), value="learned", label="Method",
                                   info="learned: mmgen's photo-colorizer; reference: the "
                                        "colours of a photo you upload")
                 colorfulness = gr.Slider(0.25, MAX_COLORFULNESS, value=1.0, step=0.05,
                                          label="Colourfulness")
-                reference = ImageInput(type="filepath", image_mode=None,
-                                     label="Reference photo (method reference)")
+                reference = ImageInput(self.limits, label="Reference photo (method reference)")
                 size = gr.Slider(MIN_SIZE, self.limits.max_style_side, value=256, step=16,
                                  label="Working size (px)")
                 run = gr.Button("Colorize", variant="primary", elem_id="color-run")

@@ -73,35 +73,51 @@ def unit(value: Any, what: str) -> float:
 
 
 
-def ImageInput(**kwargs: Any) -> gr.Image:  # noqa: N802 (used like the component)
-    """``gr.Image(**kwargs)`` whose corrupt or oversized uploads fail with one clear line."""
-    return _guarded(gr.Image(**kwargs))
+def ImageInput(limits: AppLimits, **kwargs: Any) -> gr.Image:  # noqa: N802 (a component)
+    """``gr.Image(**kwargs)`` whose oversized (from the header, before Gradio decodes it) or
+    corrupt uploads fail with one clear line; by default the handler gets the uploaded file's
+    path, undecoded (``type="filepath"``, ``image_mode=None``)."""
+    kwargs = {"type": "filepath", "image_mode": None, **kwargs}
+    return _guarded(gr.Image(**kwargs), limits)
 
 
-def EditorInput(**kwargs: Any) -> gr.ImageEditor:  # noqa: N802
-    """``gr.ImageEditor(**kwargs)`` with the guard of :func:`ImageInput`."""
-    return _guarded(gr.ImageEditor(**kwargs))
+def EditorInput(limits: AppLimits, **kwargs: Any) -> gr.ImageEditor:  # noqa: N802
+    """``gr.ImageEditor(**kwargs)`` with the guard of :func:`ImageInput` on its background
+    and layers (the editor decodes every image it receives)."""
+    return _guarded(gr.ImageEditor(**kwargs), limits)
 
 
-def _guarded(component: Any) -> Any:
+def _guarded(component: Any, limits: AppLimits) -> Any:
     # An instance attribute, not a subclass: Gradio writes a .pyi file next to the module
     # of any subclass of its components.
-    component.preprocess = functools.partial(_decoded, component.preprocess, component.label)
+    component.preprocess = functools.partial(_decoded, component.preprocess, component.label,
+                                             limits)
     return component
 
 
-def _decoded(preprocess: Any, label: str | None, payload: Any) -> Any:
-    """Gradio's own decoding of an upload, its failures as one line (a ``gr.Error``) instead
-    of Gradio's multi-line report."""
+def _files(payload: Any) -> list[str]:
+    """The uploaded files in a Gradio image or editor payload."""
+    items = [payload, getattr(payload, "background", None), getattr(payload, "composite", None),
+             *(getattr(payload, "layers", None) or [])]
+    return [item.path for item in items if isinstance(getattr(item, "path", None), str)]
+
+
+def _decoded(preprocess: Any, label: str | None, limits: AppLimits, payload: Any) -> Any:
+    """Gradio's own decoding of an upload, after the pixel check from each file's header;
+    its failures as one line (a ``gr.Error``) instead of Gradio's multi-line report."""
     what = f"upload '{label}'" if label else "uploaded image"
     try:
+        for path in _files(payload):
+            with Image.open(path) as header:  # reads the header only
+                _check_pixels(*header.size, limits, what)
         return preprocess(payload)
     except gr.Error:
         raise
-    except Image.DecompressionBombError:
-        raise gr.Error(f"the {what} has too many pixels for this server (decompression bomb "
-                       f"guard: at most {2 * Image.MAX_IMAGE_PIXELS:,})", print_exception=False
-                       ) from None
-    except Exception as e:  # PIL's many types: OSError, SyntaxError, ValueError, ...
+    except ValueError as e:  # over the limit (_check_pixels)
+        raise gr.Error(str(e), print_exception=False) from None
+    except Image.DecompressionBombError as e:
+        raise gr.Error(f"the {what} has too many pixels for this server ({e})",
+                       print_exception=False) from None
+    except Exception as e:  # PIL's many types: OSError, SyntaxError, ...
         raise gr.Error(f"the {what} is not a readable image ({type(e).__name__}: {e})",
                        print_exception=False) from None

@@ -80,11 +80,11 @@ class StyleTab:
         lim = self.limits
         with gr.Row():
             with gr.Column():
-                content = ImageInput(type="filepath", image_mode=None, label="Content (upload)",
+                content = ImageInput(self.limits, label="Content (upload)",
                                    elem_id="style-content")
                 content_photo = gr.Dropdown(list_photos(), value="astronaut",
                                             label="...or a bundled photo")
-                style = ImageInput(type="filepath", image_mode=None, label="Style (upload)")
+                style = ImageInput(self.limits, label="Style (upload)")
                 style_name = gr.Dropdown(list_styles(), value="swirls",
                                          label="...or a bundled style", elem_id="style-name")
                 method = gr.Radio(self.methods, value="gatys", label="Method",

@@ -201,13 +201,13 @@ class TextToImage:
                         num_images = gr.Slider(1, lim.max_images, value=1, step=1,
                                                label="Number of images")
                     with gr.Tab("Image to image"):
-                        init_image = ImageInput(type="filepath", label="Input image",
-                                                image_mode=None)
+                        init_image = ImageInput(self.limits, label="Input image")
                         strength_i2i = gr.Slider(0.0, 1.0, value=0.75, step=0.05,
                                                  label="Strength (1: ignore the image)")
                         img2img = gr.Button("Image to image", variant="primary")
                     with gr.Tab("Inpaint"):
-                        editor = EditorInput(type="pil", label="Image (paint what to repaint)",
+                        editor = EditorInput(self.limits, type="pil",
+                                             label="Image (paint what to repaint)",
                                              brush=gr.Brush(colors=["#ffffff"]))
                         strength_inp = gr.Slider(0.0, 1.0, value=1.0, step=0.05,
                                                  label="Strength")
