@@ -167,7 +167,10 @@ def test_fast_picks_and_blends_the_styles_of_its_network_by_name(files, tmp_path
         params = read_style_params(out)
         assert params.weights == "style-fast" and params.styles == names
         assert params.style_weights == weights
-        np.testing.assert_array_equal(pixels(out), np.asarray(to_pil(net.stylize(content, mix))))
+        # stylize runs the network in channels_last (NHWC), the reference here in NCHW: the
+        # same up to float rounding, at most one grey level on a few pixels
+        diff = np.abs(pixels(out).astype(int) - np.asarray(to_pil(net.stylize(content, mix))))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.005, (diff.max(), (diff > 0).mean())
     # the same network given as weights, through the API; another style, another image
     by_folder = stylize(files / "content.png", ["mosaic", "waves"],
                         StyleRequest("fast", size=64, weights=str(files / "fast3"),

@@ -224,10 +224,11 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource],
                              callback)
     else:
         net = model if model is not None else load_style_network(request.method, network)
+        nhwc = [t.contiguous(memory_format=torch.channels_last) for t in [content_t, *style_ts]]
         if request.method == "fast":  # picks its styles by name
-            out = _fast(content_t, labels, blend, request, net)
+            out = _fast(nhwc[0], labels, blend, request, net)
         else:
-            out = _adain(content_t, style_ts, blend, request, net)
+            out = _adain(nhwc[0], nhwc[1:], blend, request, net)
         digest = weights_hash(net)
     params = StyleParams(request.method, float(request.strength), request.preserve_color,
                          request.size, width, height, content_label, tuple(labels), blend,
@@ -409,15 +410,17 @@ def _vgg_arch(path: str) -> str:
 def load_style_network(method: str, source: str) -> torch.nn.Module:
     """The trained network of ``method`` ("fast" or "adain") from ``source``: a model name or
     folder; for fast also a TransformerNet .pth/.safetensors file, for adain also
-    "ENCODER,DECODER" files."""
+    "ENCODER,DECODER" files. In channels_last (NHWC) memory format, as :func:`stylize` runs
+    it (benchmarks/style.py: faster on the CPU, measured in docs/style.md)."""
     if method == "fast":
-        return load_fast_style(source) if Path(source).is_file() else \
+        net = load_fast_style(source) if Path(source).is_file() else \
             load(source, kind=TransformerNet)
-    if method == "adain":
-        if "," in source and not Path(source).exists():
-            return load_adain(*source.split(","))
-        return load(source, kind=AdaINModel)
-    raise ValueError(f"{method} has no trained network to load (fast and adain have)")
+    elif method == "adain":
+        net = load_adain(*source.split(",")) if "," in source and not Path(source).exists() \
+            else load(source, kind=AdaINModel)
+    else:
+        raise ValueError(f"{method} has no trained network to load (fast and adain have)")
+    return net.to(memory_format=torch.channels_last)
 
 
 def _fast(content: torch.Tensor, names: list[str], blend: tuple[float, ...],
