@@ -74,10 +74,10 @@ screenshots: setup
 	MMGEN_SCREENSHOTS=docs/images $(PY) -m pytest -q tests/test_app_browser.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check mmgen tests benchmarks examples scripts
+	$(VENV)/bin/ruff check mmgen apps tests benchmarks examples scripts
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format mmgen tests benchmarks examples scripts
+	$(VENV)/bin/ruff format mmgen apps tests benchmarks examples scripts
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache runs
