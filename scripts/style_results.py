@@ -33,7 +33,7 @@ Measures per method, over its (photo, style) pairs:
 Writes ``docs/style_results.json``, ``docs/style_results.md`` (the tables) and
 ``docs/images/style_grid.png`` (rows: photos; columns: the photo, the styles, then each
 method's outputs style by style). Outputs are cached as PNGs in ``--work``, keyed by method,
-weights hash (gatys: of the random feature network, its steps and content layer), photo,
+weights hash (gatys: of the random feature network, its steps and content layers), photo,
 style and size, so a re-run only computes what is new.
 """
 
@@ -108,8 +108,8 @@ def resolve_methods(names: list[str], weights: dict[str, str | None],
     for name in names:
         if name == "gatys":
             net_hash = weights_hash(feature_network("random", seed=StyleRequest().seed))
-            layer = CONTENT_LAYERS["random"][0]
-            methods.append(Method(name, None, f"{net_hash}-s{steps}-{layer}", steps))
+            layers = "+".join(CONTENT_LAYERS["random"])
+            methods.append(Method(name, None, f"{net_hash}-s{steps}-{layers}", steps))
             continue
         source = weights.get(name) or INSTALLED[name]
         # "," : adain's ENCODER,DECODER files, which files_hash reads

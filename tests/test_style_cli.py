@@ -309,7 +309,7 @@ def test_gatys_schedule():
     assert gatys_config(512, 40).scales == (256, 512)  # 128 x 10 is too thin for relu5_1
     # the content layer follows the feature network: the paper's for VGG, a shallower one
     # for the random network (docs/style.md)
-    assert config.content_layers == ("relu2_1",)
+    assert config.content_layers == ("relu1_1", "relu2_1", "relu4_2")
     assert gatys_config(512, 384, network="vgg").content_layers == ("relu4_2",)
 
 
@@ -327,7 +327,7 @@ def test_stylize_gatys_uses_the_networks_content_layer(monkeypatch):
     content, style = torch.rand(1, 3, 64, 64), [torch.rand(1, 3, 64, 64)]
     transfer._gatys(content, style, (1.0,), StyleRequest(method="gatys", size=64), "random",
                     False)
-    assert seen == [("relu2_1",)]
+    assert seen == [("relu1_1", "relu2_1", "relu4_2")]
 
 
 # ----------------------------------------------------------------------------- bad inputs

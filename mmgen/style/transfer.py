@@ -73,11 +73,12 @@ METHODS = ("gatys", "fast", "adain")
 DEFAULT_FAST = "style-fast"  # the installed fast model: one network for several styles
 DEFAULT_ADAIN = "style-adain"
 GATYS_STEPS = 380  # loss evaluations by default, as GatysConfig's (200, 120, 60)
-# Gatys' content layer per feature network: the paper's relu4_2 for ImageNet VGG; relu2_1 for
-# the random network, whose deeper layers keep little of the layout (astronaut x swirls and
-# chelsea x pointillism at 256 px: structure 0.66 against 0.38 at relu4_2, and the style
-# loss 54.8x against 38.6x lower; scripts/experiments/style_fast_variants.py gatys-layers).
-CONTENT_LAYERS = {"random": ("relu2_1",), "vgg": ("relu4_2",)}
+# Gatys' content layers per feature network: the paper's relu4_2 for ImageNet VGG. For the
+# random network, whose single layers each keep only part of the content, relu1_1 + relu2_1
+# (contours) with relu4_2 (layout): over 4 photos x 3 styles at 256 px (docs/style.md,
+# scripts/experiments/gatys_content_layers.py), structure 0.58 and content-loss ratio 0.63,
+# where relu2_1 alone gave 0.54 and 0.83, and relu4_2 alone 0.31 and 0.63.
+CONTENT_LAYERS = {"random": ("relu1_1", "relu2_1", "relu4_2"), "vgg": ("relu4_2",)}
 MIN_STAGE = 96  # gatys: coarse stages with a smaller long side are skipped
 # Smallest output side per method: gatys' deepest default layer (relu5_1) lies behind 4 pools
 # in every feature network (lite, vgg16, vgg19); the networks' own minimums otherwise.
@@ -388,7 +389,7 @@ def gatys_config(width: int, height: int, steps: int = GATYS_STEPS,
     the defaults), skipping coarse stages under ``MIN_STAGE`` px or too thin for the feature
     network; ``steps`` loss evaluations shared 4:2:1 from coarse to fine (each stage costs
     about 4x the one before; 380 -> 217, 109, 54, near the default 200, 120, 60); the
-    content layer of ``network`` ("random" or "vgg": :data:`CONTENT_LAYERS`)."""
+    content layers of ``network`` ("random" or "vgg": :data:`CONTENT_LAYERS`)."""
     size = max(width, height)
     scales = [s for s in (size // 4, size // 2) if s >= MIN_STAGE
               and min(fit_long_side(width, height, s)) >= MIN_OUTPUT["gatys"]] + [size]
