@@ -12,37 +12,21 @@ mean is within a few MB of the 20 after warm-up.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
-import time
-import urllib.request
 
 import numpy as np
 from PIL import Image
 
 import mmgen
 from mmgen_app.loadtest import (
+    app_process,
     concurrent_generate,
-    generate_args,
     latency_summary,
+    library_image,
     rss_mb,
     sequential_memory,
 )
-
-
-def wait_for(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"mmgen app exited with code {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(0.5)
-    sys.exit(f"mmgen app did not answer at {url} within {timeout:.0f} s")
 
 
 def main() -> None:
@@ -53,11 +37,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25, help="sampler steps (model default)")
     args = parser.parse_args()
     url = f"http://127.0.0.1:{args.port}/"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, "-m", "mmgen.cli", "app", "--port",
-                             str(args.port)], env=env)
-    try:
-        wait_for(url, proc)
+    with app_process(args.port) as (proc, _):
         print(f"server pid {proc.pid}: {rss_mb(proc.pid):.0f} MB after start-up")
         results = concurrent_generate(url, args.concurrent, args.steps)
         pipe = mmgen.load("shapes-t2i")
@@ -65,10 +45,7 @@ def main() -> None:
         for r in results:
             if r.error:
                 continue
-            prompt, _, _, sampler, steps, guidance, seed, w, h, _ = \
-                generate_args(r.prompt, r.seed, args.steps)
-            expected = pipe(prompt, steps=steps, guidance=guidance, sampler=sampler, seed=seed,
-                            width=w, height=h, progress=False)[0]
+            expected = library_image(pipe, r.prompt, r.seed, args.steps)
             mixups += not np.array_equal(np.asarray(Image.open(r.png)), np.asarray(expected))
         failures = sum(r.error is not None for r in results)
         print(f"concurrent: {latency_summary(results)}; failures {failures}, mix-ups {mixups}; "
@@ -84,9 +61,6 @@ def main() -> None:
               f"{late - early:+.1f} MB); min {min(samples):.0f}, max {max(samples):.0f} MB")
         if failures or mixups:
             sys.exit(1)
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 if __name__ == "__main__":

@@ -181,39 +181,17 @@ def test_cli_app_refuses_bad_setup(capsys, tmp_path):
 
 def test_mmgen_app_command_serves_the_four_tabs(tmp_path):
     """The installed command, in its own process, as a user starts it."""
-    import json
-    import os
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
     from browser import free_port
 
-    port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, "-m", "mmgen.cli", "app", "--port", str(port),
-                             "--search-folder", str(tmp_path)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline, config = time.time() + 120, None
-        while config is None and time.time() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2) as r:
-                    config = json.load(r)
-            except OSError:
-                time.sleep(0.5)
-        assert config is not None, proc.stdout.read() if proc.poll() is not None else "timeout"
+    from mmgen_app.loadtest import app_process
+
+    with app_process(free_port(), "--search-folder", str(tmp_path)) as (_, config):
         labels = {c["props"].get("label") for c in config["components"]
                   if c.get("type") == "tabitem"}
         assert {"Text to image", "Style transfer", "Colorize", "CLIP"} <= labels
         apis = {d.get("api_name") for d in config["dependencies"]}
         assert {"generate", "img2img", "inpaint", "style", "colorize", "zero_shot",
                 "search"} <= apis
-    finally:
-        proc.terminate()
-        proc.wait(30)
-
 
 def test_installed_fast_and_adain_networks_are_offered_and_loaded_once(monkeypatch, tmp_path):
     import mmgen

@@ -13,7 +13,13 @@ from PIL import Image
 
 import mmgen
 from mmgen_app import AppConfig, AppLimits
-from mmgen_app.loadtest import concurrent_generate, generate_args, latency_summary, rss_mb
+from mmgen_app.loadtest import (
+    concurrent_generate,
+    generate_args,
+    latency_summary,
+    library_image,
+    rss_mb,
+)
 
 STEPS = 8
 LIMITS = AppLimits(max_side=128, max_steps=50, max_images=2, max_input_pixels=1_000_000,
@@ -40,10 +46,7 @@ def test_sixteen_concurrent_requests_no_failure_no_mixup(served, tmp_path):
     assert len({r.prompt for r in results}) == 16
     pipe = mmgen.load("shapes-t2i")  # a separate copy: the library's own answer
     for r in results:
-        prompt, negative, _, sampler, steps, guidance, seed, w, h, n = \
-            generate_args(r.prompt, r.seed, STEPS)
-        expected = pipe(prompt, steps=steps, guidance=guidance, sampler=sampler, seed=seed,
-                        width=w, height=h, progress=False)[0]
+        expected = library_image(pipe, r.prompt, r.seed, STEPS)
         got = Image.open(r.png)
         assert got.info["parameters"] == expected.info["parameters"]
         assert np.array_equal(np.asarray(got), np.asarray(expected)), r.prompt

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import gradio as gr
 
-from mmgen.color.colorize import DEFAULT_MODEL, ColorizeRequest, colorize, load_colorizer, save_png
+from mmgen.cli.colorize import MAX_COLORFULNESS
+from mmgen.color.colorize import (
+    DEFAULT_MODEL,
+    ColorizeRequest,
+    colorize,
+    load_colorizer,
+    save_png,
+)
+from mmgen.color.colorize import MIN_SIDE as MIN_SIZE
 from mmgen_app.config import AppLimits
 from mmgen_app.inputs import ImageInput, open_upload, whole
 from mmgen_app.jobs import JOBS, Outputs, user_errors
 from mmgen_app.models import ModelStore
 
-METHODS = ("learned", "reference")
-MAX_COLORFULNESS = 4.0  # as mmgen colorize's
-MIN_SIZE = 16  # mmgen.color.colorize.MIN_SIDE
+METHODS = ("learned", "reference")  # zhang needs a file the server does not have
 
 
 class ColorizeTab:

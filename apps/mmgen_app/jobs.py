@@ -8,6 +8,7 @@ cancel flag of the user's current job, keyed by Gradio's session.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -16,7 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,12 +104,19 @@ class Jobs:
         self._lock = threading.Lock()
         self._flags: dict[str, threading.Event] = {}
 
-    def start(self, request: gr.Request | None) -> threading.Event:
-        """A fresh cancel flag for this user's new job."""
-        flag = threading.Event()
+    @contextlib.contextmanager
+    def job(self, request: gr.Request | None) -> Iterator[threading.Event]:
+        """A fresh cancel flag for this user's new job, forgotten when the job ends (unless
+        a newer job of the same user replaced it)."""
+        flag, key = threading.Event(), _session(request)
         with self._lock:
-            self._flags[_session(request)] = flag
-        return flag
+            self._flags[key] = flag
+        try:
+            yield flag
+        finally:
+            with self._lock:
+                if self._flags.get(key) is flag:
+                    del self._flags[key]
 
     def cancel(self, request: gr.Request | None) -> None:
         """Stop this user's current job (at its next step); other users' jobs go on."""
@@ -116,12 +124,6 @@ class Jobs:
             flag = self._flags.get(_session(request))
         if flag is not None:
             flag.set()
-
-    def finish(self, request: gr.Request | None, flag: threading.Event) -> None:
-        """Forget the flag of a job that ended (unless a newer job replaced it)."""
-        with self._lock:
-            if self._flags.get(_session(request)) is flag:
-                del self._flags[_session(request)]
 
     def __len__(self) -> int:
         return len(self._flags)

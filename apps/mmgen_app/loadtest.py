@@ -11,12 +11,20 @@ requests one after another and samples the server's resident memory after each.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mmgen.data.shapes import all_combinations, caption
 
@@ -43,6 +51,43 @@ def generate_args(prompt: str, seed: int, steps: int, model: str = "shapes-t2i",
                   size: int = 64, sampler: str = "ddim", guidance: float = 5.0) -> tuple:
     """The ``/generate`` API's positional arguments (docs/app.md)."""
     return (prompt, "", model, sampler, steps, guidance, seed, size, size, 1)
+
+
+def library_image(pipe, prompt: str, seed: int, steps: int) -> Any:
+    """What the library gives for the ``/generate`` request of :func:`generate_args` (the
+    image an app's answer must equal pixel for pixel)."""
+    prompt, _, _, sampler, steps, guidance, seed, w, h, _ = generate_args(prompt, seed, steps)
+    return pipe(prompt, steps=steps, guidance=guidance, sampler=sampler, seed=seed, width=w,
+                height=h, progress=False)[0]
+
+
+@contextlib.contextmanager
+def app_process(port: int, *args: str, timeout: float = 180) -> Iterator[tuple[Any, dict]]:
+    """``mmgen app --port PORT ARGS`` in its own process, as a user starts it; yields
+    (the process, the served app's Gradio config) once it answers, and stops it after."""
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = tempfile.TemporaryFile("w+")  # a file, not a pipe: a full pipe would block the server
+    proc = subprocess.Popen([sys.executable, "-m", "mmgen.cli", "app", "--port", str(port),
+                             *args], env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, config = time.time() + timeout, None
+        while config is None:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"mmgen app exited with code {proc.returncode}: "
+                                   f"{log.read()[-2000:]}")
+            if time.time() > deadline:
+                raise TimeoutError(f"mmgen app did not answer within {timeout:.0f} s")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2) as r:
+                    config = json.load(r)
+            except OSError:
+                time.sleep(0.5)
+        yield proc, config
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
 
 
 def concurrent_generate(url: str, n: int = 16, steps: int = 10, model: str = "shapes-t2i",

@@ -10,6 +10,7 @@ import gradio as gr
 
 from mmgen.data.photos import list_photos
 from mmgen.hub import list_pretrained
+from mmgen.style.images import MIN_SIDE as MIN_SIZE
 from mmgen.style.styles import list_styles
 from mmgen.style.transfer import (
     DEFAULT_ADAIN,
@@ -23,8 +24,6 @@ from mmgen.style.transfer import (
 from mmgen_app.inputs import ImageInput, open_upload, unit, whole
 from mmgen_app.jobs import JOBS, PROGRESS, Jobs, Outputs, StepProgress, user_errors
 from mmgen_app.models import ModelStore
-
-MIN_SIZE = 32  # mmgen.style.images.MIN_SIDE
 
 
 class StyleTab:
@@ -63,15 +62,12 @@ class StyleTab:
         painting = open_upload(style, lim, "style image") if style else style_name
         options = StyleRequest(method=method, strength=unit(strength, "strength"),
                                preserve_color=bool(preserve_color), size=size, steps=steps)
-        flag = self.jobs.start(request)
-        try:
+        with self.jobs.job(request) as flag:
             ticks = StepProgress(progress, flag, steps, "evaluation")
             model = None if method == "gatys" else self.store.get(
                 f"style:{method}", lambda: load_style_network(method, self.networks[method]))
             image = stylize(source, [painting], options, progress=False, callback=ticks.evals,
                             model=model)
-        finally:
-            self.jobs.finish(request, flag)
         path = str(save_png(image, self.outputs.job_dir() / "style.png"))
         return path, path, image.info["parameters"]
 

@@ -66,8 +66,6 @@ class TextToImage:
         height = whole(height, "height", 8, lim.max_side)
         seed = None if seed is None or seed == -1 else \
             whole(seed, "seed (-1: random)", 0, min(SEED_MAX, SEED_UI_MAX))
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; available: {', '.join(SAMPLERS)}")
         pipe = self.store.pipeline(model)
         request = GenerationRequest(prompt, negative_prompt or None, steps=steps,
                                     guidance=float(guidance), sampler=sampler, seed=seed,
@@ -80,15 +78,12 @@ class TextToImage:
             mask: Image.Image | None, gr_request: gr.Request | None,
             progress: gr.Progress | None) -> tuple[list[str], list[str], int, str]:
         """Run one job: (gallery files, download files, seed used, parameters text)."""
-        flag = self.jobs.start(gr_request)
-        try:
+        with self.jobs.job(gr_request) as flag:
             skipped = skipped_steps(request.steps, request.strength, image is not None)
             steps = StepProgress(progress, flag, request.num_images * (request.steps - skipped),
                                  "step")
             images = pipe.generate(request, image=image, mask=mask, callback=steps.images,
                                    progress=False)
-        finally:
-            self.jobs.finish(gr_request, flag)
         folder = self.outputs.job_dir()
         files = [str(save_png_numbered(im, folder, f"{json.loads(im.info['mmgen'])['seed']}"))
                  for im in images]
