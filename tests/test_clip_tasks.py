@@ -368,6 +368,38 @@ def test_moved_and_zoomed_training_images_keep_their_attributes():
     assert max(areas) > 1.3 * min(areas)
 
 
+def test_irregular_objects_keep_their_colour_name_and_background():
+    """The experiments' generated-object irregularities: a drifted colour stays nearest its own
+    palette colour and moves at most the reach asked; the background is untouched unless the
+    outline is warped; and the same seed gives the same image."""
+    from mmgen.data import shapes
+    from mmgen.data.shapes_augment import PALETTE, drift_color, irregular_object
+
+    torch.manual_seed(0)
+    names = list(shapes.COLOR_RGB)
+    moved_any = False
+    for i, color in enumerate(PALETTE):
+        for _ in range(20):
+            out = drift_color(color, 0.45)
+            assert int(torch.cdist(out[None], PALETTE).argmin()) == i, names[i]
+            others = torch.cat([PALETTE[:i], PALETTE[i + 1:]])
+            assert (out - color).norm() <= 0.45 * (others - color).norm(dim=1).max() + 1e-6
+            moved_any |= bool((out - color).norm() > 0.05)
+    assert moved_any
+    attrs = shapes.ShapeAttrs("blue", "plus", "large", "center", "gray")
+    image = torch.from_numpy(shapes.render_array(attrs)).permute(2, 0, 1).float() / 127.5 - 1
+    background = (image == image[:, :1, :1]).all(0)
+    changed = 0
+    for seed in range(16):
+        torch.manual_seed(seed)
+        a = irregular_object(image, max_warp=0.0)
+        torch.manual_seed(seed)
+        assert torch.equal(a, irregular_object(image, max_warp=0.0))
+        assert torch.equal(a[:, background], image[:, background])
+        changed += int(not torch.equal(a, image))
+    assert changed >= 8  # each of drift and fill is drawn half the time
+
+
 def _experiments():
     """scripts/experiments/shapes_clip_stage2.py's recipes, without leaving them registered."""
     import importlib.util

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
@@ -55,6 +56,60 @@ def real_image_imperfections(image: torch.Tensor) -> torch.Tensor:
     if r[4] < 0.5:
         x = jpeg(x, 40 + 55 * float(torch.rand(())))
     return x * 2 - 1
+
+
+def smooth_field(channels: int, height: int, width: int, cells: int = 4) -> torch.Tensor:
+    """(channels, height, width) smooth random field scaled to a largest magnitude of 1:
+    normal values on a ``cells`` x ``cells`` grid, bicubically upsampled (torch's global
+    RNG)."""
+    coarse = torch.randn(1, channels, cells, cells)
+    field = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)[0]
+    return field / field.abs().amax().clamp_min(1e-6)
+
+
+def irregular_object(image: torch.Tensor, max_warp: float = 3.0, max_shading: float = 0.25,
+                     max_drift: float = 0.45) -> torch.Tensor:
+    """A render (3, H, W) in [-1, 1] with what a generated image's object has and a render's
+    does not, each drawn at random (torch's global RNG): a colour drifted up to ``max_drift``
+    of the way towards another palette colour (never so far that another colour is nearer
+    than its own: the name stays true), an outline bent by a smooth random warp (up to
+    ``max_warp`` pixels) and uneven fill (the object's colour times 1 + a smooth field of up
+    to ``max_shading``)."""
+    _, h, w = image.shape
+    x = image
+    r = torch.rand(6)
+    obj = (x - x[:, :1, :1]).abs().amax(0, keepdim=True) > 0.1  # (1, H, W) not background
+    if r[0] < 0.5 and max_drift and bool(obj.any()):
+        x = torch.where(obj, drift_color(x[:, obj[0]].mean(1), max_drift * float(r[1]))
+                        [:, None, None], x)
+    if r[2] < 0.5 and max_warp:  # sample at pixel + smooth displacement; edges soften a little
+        d = smooth_field(2, h, w) * max_warp * float(r[3])  # (2, H, W) pixels
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=x.dtype), torch.arange(w, dtype=x.dtype),
+                                indexing="ij")
+        grid = torch.stack([(xs + d[0]) / (w - 1), (ys + d[1]) / (h - 1)], -1) * 2 - 1
+        x = F.grid_sample(x[None], grid[None], mode="bilinear", padding_mode="border",
+                          align_corners=True)[0]
+        obj = (x - x[:, :1, :1]).abs().amax(0, keepdim=True) > 0.1
+    if r[4] < 0.5 and max_shading:  # uneven fill, on the object only
+        field = 1 + max_shading * float(r[5]) * smooth_field(1, h, w)  # (1, H, W)
+        x = torch.where(obj, ((x + 1) / 2 * field).clamp(0, 1) * 2 - 1, x)
+    return x
+
+
+PALETTE = torch.tensor(list(shapes.COLOR_RGB.values()), dtype=torch.float32) / 127.5 - 1
+
+
+def drift_color(color: torch.Tensor, reach: float) -> torch.Tensor:
+    """``color`` (3,) in [-1, 1], a palette colour, moved ``reach`` (< 0.5) of the way towards
+    a random other palette colour, or less if another one would become nearer than its own."""
+    own = int(torch.cdist(color[None], PALETTE).argmin())
+    others = [i for i in range(len(PALETTE)) if i != own]
+    target = PALETTE[others[int(torch.randint(len(others), ()))]]
+    for t in torch.linspace(min(reach, 0.49), 0, 8).tolist():
+        moved = color + t * (target - color)
+        if int(torch.cdist(moved[None], PALETTE).argmin()) == own:
+            return moved
+    return color
 
 
 def off_palette_colors(n: int, rng: np.random.Generator, shape: str | None = None,

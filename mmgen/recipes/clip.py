@@ -25,7 +25,7 @@ import torch
 from mmgen.checkpoint import atomic_path, load_state_dict
 from mmgen.clip.train import CatalogueObjective, ContrastiveObjective, caption_collate
 from mmgen.data import shapes
-from mmgen.data.shapes_augment import real_image_imperfections
+from mmgen.data.shapes_augment import irregular_object, real_image_imperfections
 from mmgen.data.shapes_text import dataset_caption_mode, shapes_vocabulary
 from mmgen.data.shapes_training import (
     FolderPairs,
@@ -65,6 +65,9 @@ class ClipRecipe(Recipe):
     #   uniform in [1 - scale, 1 + scale], so that an object's area does not tell its shape
     imperfections: bool = False  # Shapes: give the training images what real inputs have
     #   (blur, pixel noise, JPEG, slight colour shifts: shapes_augment.real_image_imperfections)
+    irregular: dict[str, float] = field(default_factory=dict)  # Shapes: if not empty, first
+    #   give the objects what generated ones have (colours drifted within their name, bent
+    #   outlines, uneven fill): shapes_augment.irregular_object's keyword arguments
     catalogue_weight: float = 0.0  # Shapes: > 0 adds this times each image's cross-entropy
     #   over the canonical captions of every seen combination (seen_catalogue)
     generated: int = 0  # Shapes: > 0 mixes in this many images that ``generator`` made from
@@ -95,8 +98,9 @@ class ClipRecipe(Recipe):
         if self.catalogue_weight:
             objective = seen_catalogue(model.tokenize, self.catalogue_weight)
         transform = partial(clip_input, model)
-        if self.imperfections:
-            transform = partial(imperfect_clip_input, model)
+        if self.imperfections or self.irregular:
+            transform = partial(imperfect_clip_input, model, imperfections=self.imperfections,
+                                irregular=self.irregular)
         generated = None
         if self.generated:  # never a held-out pair: items of the train split
             images = generate_shapes(self.generator, "train", GENERATED_SEED, self.generated,
@@ -122,7 +126,8 @@ class ClipRecipe(Recipe):
             return {}
         model = PretrainedModel.from_pretrained(folder)
         results = evaluate_shapes_clip(model, model.tokenize, self.eval_items)
-        if self.imperfections:  # how it reads real images (generated ones: docs/clip.md)
+        if self.imperfections or self.irregular:  # how it reads real images (generated:
+            #   docs/clip.md)
             results |= {f"real/{k}": v for k, v in clip_robustness(
                 model, model.tokenize, min(self.eval_items, 500)).items()}
         return results
@@ -158,9 +163,16 @@ def generate_shapes(t2i: str | Any, split: str, seed: int, n: int, cache: Path,
     return np.load(path)
 
 
-def imperfect_clip_input(model: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
-    """A Shapes render (3, H, W) in [-1, 1] with real inputs' imperfections, as model input."""
-    return clip_input(model, real_image_imperfections(image))
+def imperfect_clip_input(model: torch.nn.Module, image: torch.Tensor, imperfections: bool = True,
+                         irregular: dict[str, float] | None = None) -> torch.Tensor:
+    """A Shapes render (3, H, W) in [-1, 1] as model input, with a generated object's
+    irregularities (``irregular_object(image, **irregular)``) if ``irregular`` and then real
+    inputs' imperfections if ``imperfections``."""
+    if irregular:
+        image = irregular_object(image, **irregular)
+    if imperfections:
+        image = real_image_imperfections(image)
+    return clip_input(model, image)
 
 
 def final_weights(name: str, out_dir: Path, resume: bool) -> dict[str, torch.Tensor]:
