@@ -78,7 +78,7 @@ def irregular_object(image: torch.Tensor, max_warp: float = 3.0, max_shading: fl
     _, h, w = image.shape
     x = image
     r = torch.rand(6)
-    obj = (x - x[:, :1, :1]).abs().amax(0, keepdim=True) > 0.1  # (1, H, W) not background
+    obj = object_mask(x)  # (1, H, W)
     if r[0] < 0.5 and max_drift and bool(obj.any()):
         x = torch.where(obj, drift_color(x[:, obj[0]].mean(1), max_drift * float(r[1]))
                         [:, None, None], x)
@@ -89,11 +89,17 @@ def irregular_object(image: torch.Tensor, max_warp: float = 3.0, max_shading: fl
         grid = torch.stack([(xs + d[0]) / (w - 1), (ys + d[1]) / (h - 1)], -1) * 2 - 1
         x = F.grid_sample(x[None], grid[None], mode="bilinear", padding_mode="border",
                           align_corners=True)[0]
-        obj = (x - x[:, :1, :1]).abs().amax(0, keepdim=True) > 0.1
+        obj = object_mask(x)
     if r[4] < 0.5 and max_shading:  # uneven fill, on the object only
         field = 1 + max_shading * float(r[5]) * smooth_field(1, h, w)  # (1, H, W)
         x = torch.where(obj, ((x + 1) / 2 * field).clamp(0, 1) * 2 - 1, x)
     return x
+
+
+def object_mask(image: torch.Tensor) -> torch.Tensor:
+    """(1, H, W) bool: the pixels of a Shapes image (3, H, W) in [-1, 1] that are not the
+    background (the top-left pixel's colour, within 0.1)."""
+    return (image - image[:, :1, :1]).abs().amax(0, keepdim=True) > 0.1
 
 
 PALETTE = torch.tensor(list(shapes.COLOR_RGB.values()), dtype=torch.float32) / 127.5 - 1

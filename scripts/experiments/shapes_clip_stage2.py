@@ -89,19 +89,19 @@ _IRREGULAR = replace(
     STAGE2, init_parts="all",
     train=replace(STAGE2.train, steps=300, lr=3e-4, warmup_steps=20, ema_decay=0.99,
                   ckpt_every=50, seed=6))
+_DRIFT_ONLY = {"max_drift": 0.45, "max_warp": 0.0, "max_shading": 0.0}
 for _name, _what, _args in (
         ("shapes-clip-irregular", "drift, warp (3 px) and uneven fill",
          {"max_drift": 0.45, "max_warp": 3.0, "max_shading": 0.25}),
         ("shapes-clip-irregular-w1", "drift, warp (1 px) and uneven fill",
          {"max_drift": 0.45, "max_warp": 1.0, "max_shading": 0.25}),
-        ("shapes-clip-drift", "colour drift only",
-         {"max_drift": 0.45, "max_warp": 0.0, "max_shading": 0.0})):
+        ("shapes-clip-drift", "colour drift only", _DRIFT_ONLY)):
     EXPERIMENTS[_name] = replace(
         _IRREGULAR, irregular=_args,
         description=f"the bundled shapes-clip tuned on renders with generated objects' {_what}")
 # The bundled recipe (a fresh image tower, 1,000 steps) with the colour drift added.
 EXPERIMENTS["shapes-clip-drift-fresh"] = replace(
-    STAGE2, irregular={"max_drift": 0.45, "max_warp": 0.0, "max_shading": 0.0},
+    STAGE2, irregular=_DRIFT_ONLY,
     description="the bundled recipe with generated objects' colour drift")
 
 register_recipes(EXPERIMENTS)
