@@ -420,6 +420,36 @@ def _experiments():
     return module.EXPERIMENTS
 
 
+def test_wise_interpolation_moves_only_the_image_tower(tiny):
+    """scripts/experiments/shapes_clip_wise.py: alpha 0 is the base, 1 the tune, 0.5 halfway,
+    for the image tower and the logit scale; a tune whose text tower moved is refused."""
+    import copy
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "experiments" / "shapes_clip_wise.py"
+    spec = importlib.util.spec_from_file_location("_shapes_clip_wise", path)
+    wise = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wise)
+    tuned = copy.deepcopy(tiny)
+    with torch.no_grad():
+        for name, p in tuned.named_parameters():
+            if name.startswith("visual.") or name == "logit_scale":
+                p.add_(torch.randn_like(p))
+    base, tune = tiny.state_dict(), tuned.state_dict()
+    for alpha in (0.0, 0.5, 1.0):
+        mixed = wise.interpolate(copy.deepcopy(tiny), tuned, alpha).state_dict()
+        for name, w in mixed.items():
+            expected = base[name] + alpha * (tune[name] - base[name]) \
+                if name.startswith("visual.") or name == "logit_scale" else base[name]
+            torch.testing.assert_close(w, expected, rtol=0, atol=1e-6)
+    assert not torch.equal(mixed["visual.proj"], base["visual.proj"])
+    with torch.no_grad():
+        tuned.token_embedding.weight[0, 0] += 1
+    with pytest.raises(SystemExit, match="token_embedding.weight differs"):
+        wise.interpolate(copy.deepcopy(tiny), tuned, 0.5)
+
+
 @pytest.mark.parametrize("name", ["shapes-clip-recolor", "shapes-clip-exact", "shapes-clip-robust",
                                   "shapes-clip"])
 def test_second_stage_recipe_starts_from_the_first_and_freezes_the_text_tower(
