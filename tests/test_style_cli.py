@@ -150,6 +150,26 @@ def test_gatys_reads_a_torchvision_vgg16_file(files, tmp_path):
     assert image.size == (32, 24) and params.weights == str(tmp_path / "vgg16.safetensors")
 
 
+def test_the_bundled_fast_network_transfers_offline(tmp_path, capsys):
+    """No --weights and nothing installed: --method fast runs the bundled style-fast, and
+    its output keeps the photo's contours and takes the painting's colours."""
+    from mmgen.data.photos import load_photo
+    from mmgen.metrics.style import color_histogram_distance, structure_similarity
+    from mmgen.style.styles import load_style
+
+    out = tmp_path / "out.png"
+    code, _, err = run(capsys, f"style astronaut swirls --method fast --size 128 --out {out}")
+    assert code == 0, err
+    params = read_style_params(out)
+    assert params.weights == "style-fast" and params.styles == ("swirls",)
+    output = to_tensor(Image.open(out))  # (1, 3, 128, 128)
+    content = to_tensor(load_photo("astronaut", 128))
+    style = to_tensor(load_style("swirls", 128))
+    assert structure_similarity(output, content) > 0.3  # unrelated images: about 0
+    assert color_histogram_distance(output, style) < 0.75 * color_histogram_distance(
+        content, style)
+
+
 def test_fast_picks_and_blends_the_styles_of_its_network_by_name(files, tmp_path,
                                                                   monkeypatch, capsys):
     monkeypatch.setenv("MMGEN_HOME", str(tmp_path))
@@ -254,7 +274,8 @@ def test_list(capsys):
     assert code == 0
     for name in ("mosaic", "swirls", "hubble_deep_field", "astronaut", "chelsea"):
         assert name in out
-    assert "fast:  none" in out and "adain: none" in out
+    assert "fast:  style-fast (bundled; styles swirls, pointillism, waves;" in out
+    assert "adain: none (make it with mmgen train --recipe style-adain --install)" in out
 
 
 # ----------------------------------------------------------------------------- input kinds
@@ -349,8 +370,9 @@ BAD = {
     "no style": ("{c}", "gatys needs at least one style"),
     "style weights": ("{c} {s} mosaic --style-weights 1", "1 weight(s) for 2 style(s)"),
     "negative style weight": ("{c} {s} --style-weights -1", "finite numbers >= 0"),
-    "fast not installed": ("{c} mosaic --method fast",
-                           "mmgen train --recipe style-fast --install"),
+    "fast style the bundled network does not know": (
+        "{c} mosaic --method fast", "unknown style(s) 'mosaic': the network knows swirls, "
+                                    "pointillism, waves"),
     "fast style unknown to the network": ("{c} cubist --method fast --weights {d}/fast3",
                                           "unknown style(s) 'cubist': the network knows "
                                           "mosaic, swirls, waves"),
@@ -406,9 +428,9 @@ def test_a_huge_input_file_is_refused_from_its_header(files, tmp_path, monkeypat
 def test_debug_shows_the_traceback(files, tmp_path):
     argv = ["style", str(files / "content.png"), "mosaic", "--method", "fast", "--out",
             str(tmp_path / "out.png")]
-    with pytest.raises(FileNotFoundError, match="no installed model style-fast "):
+    with pytest.raises(ValueError, match="unknown style\\(s\\) 'mosaic'"):
         main(["--debug", *argv])
-    with pytest.raises(FileNotFoundError, match="no installed model style-fast "):
+    with pytest.raises(ValueError, match="unknown style\\(s\\) 'mosaic'"):
         main([*argv, "--debug"])
 
 

@@ -54,11 +54,11 @@ def test_fast_style_loss_decreases_and_leaves_the_loss_network_alone():
     net = mmgen.create_model("style/transformer-net-small", width=0.25, residual_blocks=1)
     style = TF.to_tensor(load_photo("immunohistochemistry", 48))[None]
     objective = FastStyleObjective(style, style_weight=1e5)
-    before = {k: v.clone() for k, v in objective.features.state_dict().items()}
+    before = {k: v.clone() for k, v in objective.networks[0].state_dict().items()}
     losses = train_steps(net, objective, (photos(48)[:2], None), net.parameters(), lr=1e-2)
     assert losses[-1] < 0.7 * losses[0]
-    assert all(not p.requires_grad and p.grad is None for p in objective.features.parameters())
-    for k, v in objective.features.state_dict().items():
+    assert all(not p.requires_grad and p.grad is None for p in objective.networks[0].parameters())
+    for k, v in objective.networks[0].state_dict().items():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
     assert not any(k.startswith("features") for k in net.state_dict())  # not in the model
     out = objective(net, photos(48)[:1])  # a bare image batch works too
@@ -92,7 +92,7 @@ def test_fast_style_objective_gives_each_image_its_styles_grams():
     out = objective(net, (x, None))
     expected = {key: 0.0 for key in out}
     for s in (0, 1):
-        single = FastStyleObjective(styles[s], objective.features, style_weight=weights[s])
+        single = FastStyleObjective(styles[s], objective.networks[0], style_weight=weights[s])
         part = single(partial(net, style=s), x[index == s])  # Grams of style s only
         for key in expected:
             expected[key] += part[key] * (index == s).sum() / 4
@@ -102,6 +102,33 @@ def test_fast_style_objective_gives_each_image_its_styles_grams():
     out["loss"].backward()
     assert (net.in1.weight.grad.abs().sum(-1) > 0).all()
     assert out["loss"] > out["content_loss"] + weights[0] * out["style_loss"]
+
+
+def test_fast_style_objective_draws_one_loss_network_per_call():
+    """With several loss networks, each call is the one-network objective of the network it
+    draws (first, from the global RNG), each with its own Grams of the style."""
+    from mmgen.style.features import feature_network
+
+    torch.manual_seed(0)
+    net = mmgen.create_model("style/transformer-net-small", width=0.25, residual_blocks=1)
+    style = TF.to_tensor(load_style("swirls", 48))[None]
+    networks = [feature_network("random", seed=seed) for seed in (0, 5)]
+    objective = FastStyleObjective(style, networks, style_weight=1e5)
+    assert not torch.equal(objective.grams[0]["relu1_1"], objective.grams[1]["relu1_1"])
+    x = photos(32)[:2]
+    picked = set()
+    for seed in range(6):
+        torch.manual_seed(seed)
+        pick = int(torch.randint(2, ()))
+        picked.add(pick)
+        torch.manual_seed(seed)
+        out = objective(net, x)
+        single = FastStyleObjective(style, networks[pick], style_weight=1e5)(net, x)
+        for key in out:
+            torch.testing.assert_close(out[key], single[key], rtol=1e-6, atol=0, msg=key)
+    assert picked == {0, 1}
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        FastStyleObjective(style, [])
 
 
 def test_fast_style_objective_indices_and_errors():
@@ -141,6 +168,36 @@ def test_adain_loss_decreases_and_only_the_decoder_learns(encoder):
     model.encoder.requires_grad_(True)
     with pytest.raises(ValueError, match="trains the decoder only"):
         objective(model, batch)
+
+
+def test_adain_layout_anchor_adds_the_content_features_of_a_drawn_network(encoder):
+    """anchor_weight adds weight x MSE(phi(g(t)), phi(content)) at relu2_1 of the random
+    network the call draws, on top of the paper's loss (anchor_weight 0)."""
+    from mmgen.style.adain import adain
+    from mmgen.style.features import feature_network
+
+    model = tiny_adain(encoder)
+    images = photos(48)
+    batch = (images[:2], images[2:])
+    networks = [feature_network("random", seed=seed) for seed in (0, 4)]
+    anchored = AdaINObjective(anchor_weight=3.0, anchor_networks=networks)
+    with torch.no_grad():
+        image = model.decoder(adain(model.encoder(batch[0]),
+                                    model.encoder.intermediate(batch[1])[-1]))
+        for seed in range(4):
+            torch.manual_seed(seed)
+            pick = int(torch.randint(2, ()))
+            torch.manual_seed(seed)
+            out = anchored(model, batch)
+            feats = [networks[pick](x, ["relu2_1"])["relu2_1"] for x in (image, batch[0])]
+            anchor = torch.nn.functional.mse_loss(*feats)
+            torch.testing.assert_close(out["anchor_loss"], anchor)
+            paper = AdaINObjective()(model, batch)
+            torch.testing.assert_close(out["loss"], paper["loss"] + 3.0 * anchor)
+    assert "anchor_loss" not in paper
+    assert AdaINObjective(anchor_weight=1.0).anchor_networks[0].config.seed == 0
+    with pytest.raises(ValueError, match="must be >= 0"):
+        AdaINObjective(anchor_weight=-1.0)
 
 
 # ----------------------------------------------------------------------------- random encoder
@@ -226,6 +283,10 @@ def test_fast_style_recipe_runs_end_to_end(tmp_path):
         replace(recipe, styles=("swirls", "nope"), style_weights=(1.0, 1.0))
     with pytest.raises(ValueError, match="one style weight each"):
         replace(recipe, style_weights=(1.0,))
+    with pytest.raises(ValueError, match="loss_seeds must be distinct"):
+        replace(recipe, loss_seeds=(1, 1))
+    objective = replace(recipe, loss_seeds=(0, 3)).setup(tmp_path / "seeds", False).objective
+    assert [n.config.seed for n in objective.networks] == [0, 3]
 
 
 def test_adain_recipe_runs_end_to_end_and_ships_its_encoder(tmp_path):

@@ -37,7 +37,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="style images: files, style names or photo names (fast: names of the "
                         "styles the network knows; none for a one-style --weights file)")
     p.add_argument("--list", action="store_true",
-                   help="list the style and photo names and the installed style models")
+                   help="list the style and photo names and the style models")
     p.add_argument("--method", choices=METHODS, default="gatys",
                    help="gatys (default), fast or adain")
     p.add_argument("--strength", type=_unit, default=1.0,
@@ -97,21 +97,28 @@ def cmd_style(args: argparse.Namespace) -> int:
 
 def _print_list() -> int:
     from mmgen.data.photos import list_photos
-    from mmgen.hub import list_pretrained
+    from mmgen.hub import BUNDLED_DIR, list_pretrained, model_dir
+    from mmgen.registry import read_config
     from mmgen.style.styles import list_styles
     from mmgen.style.transfer import DEFAULT_ADAIN, DEFAULT_FAST
 
-    models = list_pretrained()
+    def model(name: str, method: str) -> str:
+        if name not in list_pretrained():
+            return f"none (make it with mmgen train --recipe {name} --install)"
+        folder = model_dir(name)
+        where = "bundled" if folder.parent == BUNDLED_DIR else f"installed in {folder.parent}"
+        styles = read_config(folder).get("config", {}).get("styles") or []
+        knows = f"; styles {', '.join(styles)}" if styles else ""
+        return f"{name} ({where}{knows}; --method {method} runs it)"
+
     lines = [
         "styles (STYLE; drawn or cropped to --size x --size):",
         f"  painted: {', '.join(list_styles('procedural'))}",
         f"  photos:  {', '.join(list_styles('photo'))}",
         f"bundled photos (CONTENT or STYLE): {', '.join(list_photos())}",
-        "installed style models:",
-        f"  fast:  {DEFAULT_FAST if DEFAULT_FAST in models else 'none'} (--method fast STYLE "
-        f"runs it; make it with mmgen train --recipe {DEFAULT_FAST} --install)",
-        f"  adain: {DEFAULT_ADAIN if DEFAULT_ADAIN in models else 'none'} (make it with mmgen "
-        f"train --recipe {DEFAULT_ADAIN} --install)",
+        "style models (installed, else bundled):",
+        f"  fast:  {model(DEFAULT_FAST, 'fast')}",
+        f"  adain: {model(DEFAULT_ADAIN, 'adain')}",
     ]
     print("\n".join(lines))
     return 0

@@ -73,9 +73,13 @@ class FastStyleObjective:
         style: one (1, 3, Hs, Ws) style image in [0, 1], or a sequence of them (sizes may
             differ), in the order of the network's ``config.styles``; their Gram matrices are
             computed once here.
-        features: the frozen loss network; default ``feature_network("random")``. Kept in this
-            objective, not in the model, so it is neither trained nor saved with the model.
-        content_layer: layer of the feature (content) loss.
+        features: the frozen loss network, default ``feature_network("random")``; or several,
+            of which each call draws one (from the global torch RNG, before the styles): a
+            network trained against one random loss network finds its blind spots (stripes
+            that lower its Gram loss whatever the style, docs/style.md), which the next
+            random network does not share. Kept in this objective, not in the model, so they
+            are neither trained nor saved with the model.
+        content_layer: layer of the feature (content) loss, or several (their losses summed).
         style_layers: layers of the style (Gram) loss, averaged.
         content_weight: weight of the feature loss.
         style_weight: weight of the style loss, or one per style (styles differ in how large
@@ -87,8 +91,8 @@ class FastStyleObjective:
     """
 
     def __init__(self, style: torch.Tensor | Sequence[torch.Tensor],
-                 features: FeatureNetwork | None = None,
-                 content_layer: str = FAST_CONTENT_LAYER,
+                 features: FeatureNetwork | Sequence[FeatureNetwork] | None = None,
+                 content_layer: str | Sequence[str] = FAST_CONTENT_LAYER,
                  style_layers: Sequence[str] = FAST_STYLE_LAYERS, content_weight: float = 1.0,
                  style_weight: float | Sequence[float] = 1e6, tv_weight: float = 1.0):
         styles = [style] if isinstance(style, torch.Tensor) else list(style)
@@ -106,15 +110,25 @@ class FastStyleObjective:
         if min(content_weight, *weights, tv_weight) < 0:
             raise ValueError(f"loss weights must be >= 0, got content {content_weight}, style "
                              f"{style_weight}, tv {tv_weight}")
-        self.features = features if features is not None else feature_network("random")
-        self.content_layer = content_layer
+        networks = [feature_network("random")] if features is None else \
+            [features] if isinstance(features, FeatureNetwork) else list(features)
+        if not networks:
+            raise ValueError("features must be a feature network or a non-empty sequence of them")
+        self.networks = networks
+        self.content_layers = (content_layer,) if isinstance(content_layer, str) \
+            else tuple(content_layer)
         self.style_layers = tuple(style_layers)
         self.content_weight, self.tv_weight = content_weight, tv_weight
         self.style_weights = tuple(float(w) for w in weights)  # (S,)
+        self.grams = [self.style_grams(net, styles) for net in networks]  # one per network
+
+    def style_grams(self, net: FeatureNetwork,
+                    styles: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{layer: (S, C, C)}: the Gram matrices of every style image on ``net``."""
         with torch.no_grad():
-            maps = [self.features(image.float(), self.style_layers) for image in styles]
-        self.grams = {name: torch.cat([gram_matrix(m[name]) for m in maps])  # (S, C, C)
-                      for name in self.style_layers}
+            maps = [net(image.float(), self.style_layers) for image in styles]
+        return {name: torch.cat([gram_matrix(m[name]) for m in maps])
+                for name in self.style_layers}
 
     @property
     def num_styles(self) -> int:
@@ -133,7 +147,8 @@ class FastStyleObjective:
 
     def __call__(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch  # (B, 3, H, W) in [0, 1]
-        self.features.to(x.device)
+        pick = int(torch.randint(len(self.networks), ())) if len(self.networks) > 1 else 0
+        features, grams = self.networks[pick].to(x.device), self.grams[pick]
         known = len(getattr(getattr(model, "config", None), "styles", ()))
         if (known or self.num_styles > 1) and known != self.num_styles:
             raise ValueError(f"the objective has {self.num_styles} style image(s) but the "
@@ -141,17 +156,17 @@ class FastStyleObjective:
                              "one name per style image")
         index = self.style_indices(len(x))  # (B,)
         y = (model(x * 255.0, index.to(x.device)) if known else model(x * 255.0)) / 255.0
-        layers = list(dict.fromkeys([self.content_layer, *self.style_layers]))
+        layers = list(dict.fromkeys([*self.content_layers, *self.style_layers]))
         with torch.no_grad():
-            target = self.features(x, [self.content_layer])  # {layer: (B, C, h, w)}
-        maps = self.features(y, layers)  # {layer: (B, C, h, w)} of the raw output
+            target = features(x, self.content_layers)  # {layer: (B, C, h, w)}
+        maps = features(y, layers)  # {layer: (B, C, h, w)} of the raw output
         # The style term per style s over its images I_s: a mean over images of
         # w_{s_i} * loss_i is sum_s |I_s| / B * w_s * style_loss(images of s, Grams of s).
         style, weighted = y.new_zeros(()), y.new_zeros(())
         for s in index.unique().tolist():
             items = (index == s).to(x.device)
             term = style_loss({k: maps[k][items] for k in self.style_layers},
-                              {k: g[s:s + 1].to(x.device) for k, g in self.grams.items()})
+                              {k: g[s:s + 1].to(x.device) for k, g in grams.items()})
             share = items.sum() / len(x)
             style = style + share * term
             weighted = weighted + share * self.style_weights[s] * term
@@ -172,14 +187,31 @@ class AdaINObjective:
     :class:`StylePairs` collates to); H, W should be multiples of 8 so that g(t) has the
     content's size.
 
+    With ``anchor_weight`` > 0, mmgen adds a term the paper does not have: ``anchor_weight``
+    times the MSE of g(t)'s and the content image's features at ``anchor_layer`` of a random
+    loss network (one of ``anchor_networks`` per call, drawn from the global torch RNG). A
+    decoder behind a random encoder otherwise matches t's relu4_1 statistics without the
+    content's layout (docs/style.md); the anchor keeps the contours that relu4_1 misses.
+
     Args:
         style_weight: lambda of eq. 11 (the paper's 10).
+        anchor_weight: weight of the layout anchor (0: the paper's loss).
+        anchor_networks: the anchor's loss networks (default ``feature_network("random")``).
+        anchor_layer: the anchor's layer.
     """
 
-    def __init__(self, style_weight: float = 10.0):
-        if not style_weight >= 0:
-            raise ValueError(f"style_weight must be >= 0, got {style_weight}")
-        self.style_weight = style_weight
+    def __init__(self, style_weight: float = 10.0, anchor_weight: float = 0.0,
+                 anchor_networks: Sequence[FeatureNetwork] | None = None,
+                 anchor_layer: str = FAST_CONTENT_LAYER):
+        if not style_weight >= 0 or not anchor_weight >= 0:
+            raise ValueError(f"style_weight and anchor_weight must be >= 0, got {style_weight} "
+                             f"and {anchor_weight}")
+        self.style_weight, self.anchor_weight = style_weight, anchor_weight
+        self.anchor_networks = list(anchor_networks) if anchor_networks is not None else (
+            [feature_network("random")] if anchor_weight else [])
+        if anchor_weight and not self.anchor_networks:
+            raise ValueError("anchor_weight > 0 needs at least one anchor network")
+        self.anchor_layer = anchor_layer
 
     def __call__(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         content, style = batch  # (B, 3, H, W) each, in [0, 1]
@@ -199,8 +231,17 @@ class AdaINObjective:
             target_mean, target_std = channel_mean_std(theirs, eps)
             style_term = style_term + F.mse_loss(mean, target_mean) + F.mse_loss(std, target_std)
         loss = content_term + self.style_weight * style_term  # eq. 11
-        return {"loss": loss, "content_loss": content_term.detach(),
-                "style_loss": style_term.detach()}
+        terms = {"content_loss": content_term.detach(), "style_loss": style_term.detach()}
+        if self.anchor_weight:
+            pick = int(torch.randint(len(self.anchor_networks), ())) \
+                if len(self.anchor_networks) > 1 else 0
+            net = self.anchor_networks[pick].to(image.device)
+            with torch.no_grad():
+                target = net(content, [self.anchor_layer])
+            anchor = content_loss(net(image, [self.anchor_layer]), target)
+            loss = loss + self.anchor_weight * anchor
+            terms["anchor_loss"] = anchor.detach()
+        return {"loss": loss, **terms}
 
 
 @torch.no_grad()

@@ -14,10 +14,11 @@ Three methods:
   fine, against a feature network: the offline random one, or torchvision's VGG-19/16 from a
   file (``vgg_weights``). Any style images; about a minute at 512 px on one CPU thread.
 * ``fast`` (Johnson et al. 2016, :mod:`mmgen.style.transformer_net`): a trained network that
-  knows its styles, so styles are *names* of the network's ``config.styles``: the installed
-  ``style-fast`` (``mmgen train --recipe style-fast --install`` makes it) knows swirls,
-  pointillism and waves; several names are blended by ``style_weights`` (conditional instance
-  norm: their (gamma, beta) mixed, Dumoulin et al. 2017). ``weights`` gives another network;
+  knows its styles, so styles are *names* of the network's ``config.styles``: the bundled
+  ``style-fast`` (made by ``mmgen train --recipe style-fast``; one installed under that name
+  comes first) knows swirls, pointillism and waves; several names are blended by
+  ``style_weights`` (conditional instance norm: their (gamma, beta) mixed, Dumoulin et al.
+  2017). ``weights`` gives another network;
   a one-style network (pytorch/examples' ``candy.pth``, ...) is its style: give no style.
 * ``adain`` (Huang & Belongie 2017, :mod:`mmgen.style.adain`): one trained decoder for every
   style, in one forward pass; the installed ``style-adain`` unless ``weights`` names another.
@@ -70,7 +71,7 @@ from mmgen.style.styles import list_styles, load_style
 from mmgen.style.transformer_net import TransformerNet, load_fast_style, style_mix
 
 METHODS = ("gatys", "fast", "adain")
-DEFAULT_FAST = "style-fast"  # the installed fast model: one network for several styles
+DEFAULT_FAST = "style-fast"  # the fast model (installed, else bundled): one network, 3 styles
 DEFAULT_ADAIN = "style-adain"
 GATYS_STEPS = 380  # loss evaluations by default, as GatysConfig's (200, 120, 60)
 # Gatys' content layers per feature network: the paper's relu4_2 for ImageNet VGG. For the
@@ -106,7 +107,8 @@ class StyleRequest:
     vgg_weights: str | None = None  # gatys: a torchvision VGG-19/16 file; None: random features
     # fast: a TransformerNet .pth/.safetensors file (one style), mmgen folder or installed
     # name; adain: an AdaINModel folder or name, or "ENCODER,DECODER"
-    # (vgg_normalised.pth,decoder.pth); None: the installed model (style-fast, style-adain).
+    # (vgg_normalised.pth,decoder.pth); None: the installed or bundled model (style-fast,
+    # style-adain).
     weights: str | None = None
     style_weights: tuple[float, ...] = ()  # one weight per style (normalised); fast: per name
     steps: int = GATYS_STEPS  # gatys: loss evaluations in all, over the coarse-to-fine stages

@@ -5,6 +5,8 @@
     python scripts/experiments/style_fast_variants.py skip --steps 600 --out runs/fast-skip
     python scripts/experiments/style_fast_variants.py skip-1e6 --steps 2400 --out runs/s6
     python scripts/experiments/style_fast_variants.py content-10 --steps 2400 --out runs/c10
+    python scripts/experiments/style_fast_variants.py multinet-style-3x --steps 2400 --out DIR
+    python scripts/experiments/style_fast_variants.py adain-anchor-10 --out DIR
     python scripts/experiments/style_fast_variants.py checkpoint --variant skip-1e6 \\
         --weights runs/s6/run/checkpoints/step_00000400/model.safetensors
 
@@ -18,7 +20,17 @@ change each (results.json in OUT, the recipe's evaluation):
 * ``skip``: ``TransformerNetConfig.content_skip`` (the input added to the output), the
   recipe's style weights;
 * ``skip-1e6``: the same at the Gatys default weights (swirls 1e6, pointillism 3e6, waves 1e6);
-* ``content-10``: no skip, content weight 10 instead of 1.
+* ``content-10``: no skip, content weight 10 instead of 1;
+* ``multinet``: the loss measured, each step, on one of four random loss networks (seeds
+  0-3: ``FastStyleRecipe.loss_seeds``) instead of one; ``multinet-content-10`` with content
+  weight 10 too (the bundled recipe's settings, but EMA 0.999); ``multinet-style-1.7x`` and
+  ``-3x`` with the style weights 1.7x and 3x (EMA 0.99); ``multinet-layers-3x`` with the
+  content at relu1_1 and relu2_1;
+* ``adain-anchor-3`` / ``adain-anchor-10``: ``style-adain`` with AdaINObjective's layout
+  anchor at that weight (four random networks).
+
+``checkpoint`` also prints the style loss reduction on a random network of seed 7, which no
+variant trains on (``held_out_network_*``).
 
 ``gatys-layers`` runs ``stylize``'s Gatys settings at 256 px (astronaut x swirls, chelsea x
 pointillism) with the content at relu4_2 (the paper's, for VGG), at relu2_1 (the default for
@@ -39,7 +51,19 @@ VARIANTS = {
     "skip": {"model_args": {"content_skip": True}},
     "skip-1e6": {"model_args": {"content_skip": True}, "style_weights": (1e6, 3e6, 1e6)},
     "content-10": {"content_weight": 10.0},
+    "multinet": {"loss_seeds": (0, 1, 2, 3)},
+    "multinet-content-10": {"loss_seeds": (0, 1, 2, 3), "content_weight": 10.0},
+    **{f"multinet-style-{k}x": {"loss_seeds": (0, 1, 2, 3), "content_weight": 10.0,
+                                "style_weights": (3e5 * k, 9e5 * k, 3e5 * k),
+                                "train": {"ema_decay": 0.99}} for k in (1.7, 3)},
+    "multinet-layers-3x": {"loss_seeds": (0, 1, 2, 3), "content_weight": 10.0,
+                           "content_layers": ("relu1_1", "relu2_1"),
+                           "style_weights": (9e5, 2.7e6, 9e5), "train": {"ema_decay": 0.99}},
+    # style-adain with the layout anchor (AdaINObjective.anchor_weight)
+    **{f"adain-anchor-{w:g}": {"anchor_weight": w, "anchor_seeds": (0, 1, 2, 3)}
+       for w in (3.0, 10.0)},
 }
+HELD_OUT_SEED = 7  # a random loss network none of the variants trains on
 NOISE_START = [(("relu2_1",), 1.0), (("relu1_1",), 1.0), (("relu3_1",), 1.0),
                (("relu2_1",), 10.0), (("relu4_2",), 1.0)]  # (content layers, content weight)
 
@@ -47,7 +71,10 @@ NOISE_START = [(("relu2_1",), 1.0), (("relu1_1",), 1.0), (("relu3_1",), 1.0),
 def variant(name: str, steps: int | None):
     from mmgen.recipes import get_recipe
 
-    recipe = replace(get_recipe("style-fast"), **VARIANTS[name])
+    changes = dict(VARIANTS[name])
+    train = changes.pop("train", {})
+    recipe = get_recipe("style-adain" if name.startswith("adain") else "style-fast")
+    recipe = replace(recipe, **changes, train=replace(recipe.train, **train))
     if steps:  # the schedules of the measured runs: 600 steps (warm-up 50, a checkpoint
         #   every 100) and 2,400 (warm-up 100, every 200), cosine to 0 either way
         short = steps <= 1000
@@ -109,10 +136,21 @@ def checkpoint(name: str, weights: str) -> None:
     from mmgen.registry import create_model
 
     recipe = variant(name, None)
-    model = create_model(recipe.model, **{**recipe.model_args, "styles": recipe.styles})
+    styles = {"styles": recipe.styles} if hasattr(recipe, "styles") else {}
+    model = create_model(recipe.model, **{**recipe.model_args, **styles})
     model.load_state_dict(load_state_dict(weights))
-    results = recipe.measure(model.eval())
+    results = recipe.measure(model.eval()) | held_out_network(recipe, model)
     print({k: round(v, 3) for k, v in results.items()})
+
+
+def held_out_network(recipe, model) -> dict[str, float]:
+    """The style loss reduction of ``recipe.measure`` on a random network of another seed
+    (:data:`HELD_OUT_SEED`), which no variant trains on."""
+    from mmgen.style.features import feature_network
+
+    results = recipe.measure(model, feature_network("random", seed=HELD_OUT_SEED))
+    return {f"held_out_network_{k}": results[k] for k in ("style_loss_reduction",
+                                                           "style_loss_reduction_min")}
 
 
 def main() -> None:
@@ -137,7 +175,8 @@ def main() -> None:
             parser.error("a training variant needs --out")
         out = Path(args.out)
         resume = any((out / "run" / "checkpoints").glob("step_*"))
-        print(variant(args.what, args.steps).run(out, f"style-fast-{args.what}", resume=resume))
+        name = args.what if args.what.startswith("adain") else f"style-fast-{args.what}"
+        print(variant(args.what, args.steps).run(out, name, resume=resume))
 
 
 if __name__ == "__main__":
