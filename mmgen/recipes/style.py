@@ -98,6 +98,11 @@ def content_photos() -> list[str]:
     return list(CONTENT_PHOTOS)
 
 
+def random_networks(seeds: Sequence[int]) -> list[FeatureNetwork]:
+    """The random loss networks of ``seeds`` (``feature_network("random", seed=s)``)."""
+    return [feature_network("random", seed=seed) for seed in seeds]
+
+
 def image_tensor(image: Image.Image) -> torch.Tensor:
     """A PIL RGB image as a (1, 3, H, W) float tensor in [0, 1]."""
     return TF.to_tensor(image)[None]
@@ -233,8 +238,8 @@ class FastStyleRecipe(StyleRecipe):
         model = create_model(self.model, **{**self.model_args, "styles": self.styles})
         images = [image_tensor(load_style(name, self.style_size))  # (1, 3, S, S) each
                   for name in self.styles]
-        networks = [feature_network("random", seed=seed) for seed in self.loss_seeds]
-        objective = FastStyleObjective(images, networks, content_layer=self.content_layers,
+        objective = FastStyleObjective(images, random_networks(self.loss_seeds),
+                                       content_layer=self.content_layers,
                                        content_weight=self.content_weight,
                                        style_weight=self.style_weights,
                                        tv_weight=self.tv_weight)
@@ -283,8 +288,8 @@ class AdaINRecipe(StyleRecipe):
         data = StylePairs(content, self.train_styles(), self.patch_size, self.style_size,
                           seed=self.train.seed + len(self.photo_sizes))
         optimizer = torch.optim.Adam(model.decoder.parameters(), lr=self.train.lr)
-        objective = AdaINObjective(self.style_weight, self.anchor_weight, [
-            feature_network("random", seed=seed) for seed in self.anchor_seeds])
+        objective = AdaINObjective(self.style_weight, self.anchor_weight,
+                                   random_networks(self.anchor_seeds))
         return Setup(model, objective, data, optimizers=[optimizer],
                      info={"encoder": f"random_encoder(seed={self.encoder_seed}): seeded, "
                                       "LSUV-calibrated, not ImageNet VGG weights",

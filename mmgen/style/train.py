@@ -51,6 +51,12 @@ FAST_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_2")
 FAST_CONTENT_LAYER = "relu2_1"  # Johnson et al.'s relu2_2, block for block
 
 
+def draw_network(networks: Sequence[FeatureNetwork]) -> int:
+    """The index of the loss network a training step uses: one drawn from the global torch
+    RNG (which checkpoints restore) when there are several; 0, with nothing drawn, for one."""
+    return int(torch.randint(len(networks), ())) if len(networks) > 1 else 0
+
+
 # ----------------------------------------------------------------------------- Johnson
 
 
@@ -147,7 +153,7 @@ class FastStyleObjective:
 
     def __call__(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch  # (B, 3, H, W) in [0, 1]
-        pick = int(torch.randint(len(self.networks), ())) if len(self.networks) > 1 else 0
+        pick = draw_network(self.networks)
         features, grams = self.networks[pick].to(x.device), self.grams[pick]
         known = len(getattr(getattr(model, "config", None), "styles", ()))
         if (known or self.num_styles > 1) and known != self.num_styles:
@@ -233,9 +239,7 @@ class AdaINObjective:
         loss = content_term + self.style_weight * style_term  # eq. 11
         terms = {"content_loss": content_term.detach(), "style_loss": style_term.detach()}
         if self.anchor_weight:
-            pick = int(torch.randint(len(self.anchor_networks), ())) \
-                if len(self.anchor_networks) > 1 else 0
-            net = self.anchor_networks[pick].to(image.device)
+            net = self.anchor_networks[draw_network(self.anchor_networks)].to(image.device)
             with torch.no_grad():
                 target = net(content, [self.anchor_layer])
             anchor = content_loss(net(image, [self.anchor_layer]), target)

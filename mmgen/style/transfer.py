@@ -18,8 +18,8 @@ Three methods:
   ``style-fast`` (made by ``mmgen train --recipe style-fast``; one installed under that name
   comes first) knows swirls, pointillism and waves; several names are blended by
   ``style_weights`` (conditional instance norm: their (gamma, beta) mixed, Dumoulin et al.
-  2017). ``weights`` gives another network;
-  a one-style network (pytorch/examples' ``candy.pth``, ...) is its style: give no style.
+  2017). ``weights`` gives another network; a one-style network (pytorch/examples'
+  ``candy.pth``, ...) is its style: give no style.
 * ``adain`` (Huang & Belongie 2017, :mod:`mmgen.style.adain`): one trained decoder for every
   style, in one forward pass; the installed ``style-adain`` unless ``weights`` names another.
 
