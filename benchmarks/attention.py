@@ -2,8 +2,11 @@
 
     python benchmarks/attention.py                       # lengths 1k, 4k, 16k; 2 heads
     python benchmarks/attention.py --lengths 2048 8192 --heads 4
+    python benchmarks/attention.py --dtype bf16 --batch 2 --heads 8 --dim 40 \
+        --lengths 1024 4096 --backends sdpa tiled     # the SD 1.x U-Net's self-attention
 
-Setup: B=1, head dim 64, float32, inference (torch.no_grad), on CPU unless --device cuda.
+Setup: B=1, head dim 64, float32 (``--batch``, ``--dim``, ``--dtype`` change them),
+inference (torch.no_grad), on CPU unless --device cuda.
 
 How memory is measured. On CPU torch allocates with malloc, which tracemalloc does not see,
 so each (backend, length) pair runs in a fresh subprocess:
@@ -45,14 +48,17 @@ def peak_rss_mib() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, else KiB
 
 
-def measure(backend: str, length: int, heads: int, dim: int, repeats: int, device: str) -> dict:
+def measure(backend: str, length: int, heads: int, dim: int, repeats: int, device: str,
+            batch: int = 1, dtype: str = "fp32") -> dict:
     """Run one (backend, length) case in this process and return its measurements."""
     import torch
 
+    from mmgen.device import DTYPES
     from mmgen.nn import attention
 
     torch.manual_seed(0)
-    q, k, v = (torch.randn(1, heads, length, dim, device=device) for _ in range(3))
+    q, k, v = (torch.randn(batch, heads, length, dim, device=device, dtype=DTYPES[dtype])
+               for _ in range(3))
 
     def run():
         out = attention(q, k, v, backend=backend)
@@ -85,7 +91,7 @@ def run_case(args, backend: str, length: int) -> dict:
     """Measure one case in a fresh Python process (see the module docstring for why)."""
     cmd = [sys.executable, __file__, "--child", backend, "--lengths", str(length)]
     cmd += ["--heads", str(args.heads), "--dim", str(args.dim), "--repeats", str(args.repeats)]
-    cmd += ["--device", args.device]
+    cmd += ["--device", args.device, "--batch", str(args.batch), "--dtype", args.dtype]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"backend": backend, "length": length, "error": proc.stderr.strip()[-300:]}
@@ -114,14 +120,15 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64, help="head dimension")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per case")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--backends", nargs="+", help="default: all available here")
     parser.add_argument("--child", metavar="BACKEND", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:  # inside the per-case subprocess
-        result = measure(
-            args.child, args.lengths[0], args.heads, args.dim, args.repeats, args.device
-        )
+        result = measure(args.child, args.lengths[0], args.heads, args.dim, args.repeats,
+                         args.device, args.batch, args.dtype)
         print(json.dumps(result))
         return
 
@@ -132,7 +139,7 @@ def main() -> None:
     backends = args.backends or available_attention_backends()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
-        f"B=1, heads={args.heads}, head dim={args.dim}, float32, no_grad"
+        f"B={args.batch}, heads={args.heads}, head dim={args.dim}, {args.dtype}, no_grad"
     )
     results = []
     for length in args.lengths:

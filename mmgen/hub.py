@@ -82,7 +82,8 @@ def model_dir(name_or_path: str | os.PathLike) -> Path:
         f"(installed and bundled: {known}); create untrained models with mmgen.create_model")
 
 
-def load(name_or_path: str | os.PathLike, kind: type | None = None, **kwargs: Any) -> Any:
+def load(name_or_path: str | os.PathLike, kind: type | None = None, *, fast: bool = False,
+         compile: bool = False, **kwargs: Any) -> Any:
     """Load a model or pipeline, offline.
 
     Args:
@@ -95,11 +96,23 @@ def load(name_or_path: str | os.PathLike, kind: type | None = None, **kwargs: An
         kind: the class the result must be (or subclass), e.g. ``TextToImagePipeline`` or
             ``CLIP``; checked from the saved class name before anything is loaded, a
             ``ValueError`` naming both classes otherwise.
+        fast: a diffusion pipeline on the fast inference path (bf16 where native, tiled
+            attention, ...; ``pipe.enable_fast()``, see :mod:`mmgen.fast`).
+        compile: the fast path with ``torch.compile`` too (implies ``fast``).
         kwargs: for pipelines, e.g. ``device`` and ``dtype``.
     """
-    # The Stable Diffusion readers import every network family: only when a format needs them.
-    from mmgen.interop.stable_diffusion import load_sd_folder, load_sd_single_file
+    loaded = _load(name_or_path, kind, **kwargs)
+    if fast or compile:
+        if not hasattr(loaded, "enable_fast"):
+            raise ValueError(f"fast=True is for diffusion pipelines; {str(name_or_path)!r} is "
+                             f"a {type(loaded).__name__}")
+        loaded.enable_fast(compile=compile)
+    return loaded
 
+
+def _load(name_or_path: str | os.PathLike, kind: type | None = None, **kwargs: Any) -> Any:
+    """:func:`load` without the fast path. The Stable Diffusion readers import every network
+    family (and the training engine): only for the formats that need them."""
     if kind is not None:
         found = saved_class(name_or_path)
         if not issubclass(found, kind):
@@ -108,11 +121,15 @@ def load(name_or_path: str | os.PathLike, kind: type | None = None, **kwargs: An
                              "that kind (mmgen models --pretrained lists the installed ones)")
     path = Path(name_or_path)
     if path.is_file() and not _is_dit_file(path):
+        from mmgen.interop.stable_diffusion import load_sd_single_file
+
         return load_sd_single_file(path, **kwargs)
     directory = None if path.is_file() else model_dir(name_or_path)
     if directory is not None and (directory / PIPELINE_CONFIG).is_file():
         return Pipeline.from_pretrained(directory, **kwargs)
     if directory is not None and (directory / "model_index.json").is_file():
+        from mmgen.interop.stable_diffusion import load_sd_folder
+
         return load_sd_folder(directory, **kwargs)
     if kwargs:
         raise TypeError(f"unexpected argument(s) {sorted(kwargs)} for a single model")

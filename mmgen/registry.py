@@ -35,6 +35,7 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from mmgen.checkpoint import (
     atomic_path,
@@ -355,12 +356,28 @@ def build_checked(cls: type[T], config: Any, source: str) -> T:
     return cls(config)
 
 
+class _SkipNormalInit(TorchFunctionMode):
+    """Random normal initialisation does nothing (on the meta device there is nothing to
+    fill): torch's meta ``normal_`` runs a reference implementation that imports
+    ``torch._dynamo``, a second of every CLI command's start-up. Thread-local, as every
+    torch function mode."""
+
+    SKIPPED = frozenset({torch.nn.init.normal_, torch.nn.init.trunc_normal_,
+                         torch.nn.init.kaiming_normal_, torch.nn.init.xavier_normal_,
+                         torch.Tensor.normal_})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.SKIPPED:  # the tensor, left as it is (nn.init passes it by keyword)
+            return args[0] if args else (kwargs or {})["tensor"]
+        return func(*args, **(kwargs or {}))
+
+
 def probe_model(cls: type[T], config: Any, source: str) -> T:
     """``cls(config)`` built on the meta device, which allocates nothing: a ``ValueError`` if
     the config does not build, a ``LimitError`` if its weights would not fit
     ``mmgen.limits.MAX_MODEL_GB``. ``source`` names the config's origin in messages."""
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _SkipNormalInit():
             probe = cls(config)
     except Exception as e:  # whatever the constructor rejects: the config came from a file
         raise ValueError(f"{source}: the config does not build a {cls.__name__} "

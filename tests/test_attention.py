@@ -125,7 +125,37 @@ def test_chunked_gradients_match_math(monkeypatch, mask_kind):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("backend", ["sdpa", "chunked"])
+@pytest.mark.parametrize("mask_kind", MASKS)
+def test_tiled_with_tiles_not_dividing_lq(monkeypatch, mask_kind):
+    """Tiles of 5 queries over 37 (the last one short); every mask kind, empty rows too."""
+    monkeypatch.setattr(attention_module, "TILE_BYTES", 5 * 53 * 4)
+    q, k, v = qkv()
+    mask = make_mask(mask_kind)
+    expected = attention(q, k, v, mask=mask, backend="math")
+    torch.testing.assert_close(attention(q, k, v, mask=mask, backend="tiled"), expected,
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_tiled_under_autograd_gives_math_gradients():
+    grads = {}
+    for backend in ("math", "tiled"):
+        q, k, v = (t.requires_grad_() for t in qkv())
+        attention(q, k, v, mask=make_mask("causal"), backend=backend).square().sum().backward()
+        grads[backend] = (q.grad, k.grad, v.grad)
+    for got, expected in zip(grads["tiled"], grads["math"], strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_tiled_compiles_as_one_op():
+    """torch.compile keeps the custom op whole (fullgraph: no graph break) and matches."""
+    q, k, v = qkv()
+    compiled = torch.compile(lambda q, k, v: attention(q, k, v, backend="tiled"),
+                             fullgraph=True, dynamic=False)
+    torch.testing.assert_close(compiled(q, k, v), attention(q, k, v, backend="math"),
+                               atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "chunked", "tiled"])
 def test_bfloat16_close_to_math(backend):
     q, k, v = (t.bfloat16() for t in qkv())
     out = attention(q, k, v, backend=backend)
@@ -178,7 +208,7 @@ def test_which_backend_runs(monkeypatch):
 
 def test_unknown_backend_raises(monkeypatch):
     q, k, v = qkv()
-    with pytest.raises(ValueError, match="Valid backends: sdpa, xformers, chunked, math"):
+    with pytest.raises(ValueError, match="Valid backends: sdpa, xformers, chunked, tiled, math"):
         attention(q, k, v, backend="flash")
     with pytest.raises(ValueError, match="set_attention_backend"):
         set_attention_backend("flash")

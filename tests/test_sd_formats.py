@@ -1,9 +1,10 @@
 """Stable Diffusion 1.x checkpoints: diffusers folders and original single files.
 
 A tiny random-weight SD 1.x is built with diffusers/transformers and saved in diffusers'
-folder layout (with a CLIP tokenizer folder generated from open_clip's BPE, the vocabulary
-mmgen tokenizes with). References: diffusers' own LDM key converters for the single-file
-format, and the diffusers/transformers models' outputs for the loaded components.
+folder layout (with a CLIP tokenizer folder that ``write_clip_tokenizer`` writes from
+open_clip's BPE, the vocabulary mmgen tokenizes with). References: diffusers' own LDM key
+converters for the single-file format, and the diffusers/transformers models' outputs for
+the loaded components.
 """
 
 import dataclasses
@@ -22,7 +23,6 @@ from mmgen.checkpoint import UnsafeCheckpointError
 from mmgen.clip.model import CLIPTextModel as MMGenTextModel
 from mmgen.clip.model import TextConfig
 from mmgen.clip.tokenizer import CLIPTokenizer as MMGenTokenizer
-from mmgen.clip.tokenizer import _bpe
 from mmgen.diffusion.pipeline import TextToImagePipeline
 from mmgen.interop.ldm_keys import (
     text_config_from_ldm,
@@ -38,6 +38,7 @@ from mmgen.interop.stable_diffusion import (
     read_sd_folder,
     read_sd_single_file,
     sd_pipeline,
+    write_clip_tokenizer,
     write_sd_single_file,
 )
 
@@ -66,22 +67,6 @@ def _unet(layers=2, **kw):
     return UNet2DConditionModel(**{**UNET_KW, "layers_per_block": layers, **kw}).eval()
 
 
-def _write_tokenizer(folder):
-    """A transformers CLIPTokenizer folder with open_clip's vocabulary (SD 1.x's)."""
-    bpe = _bpe()
-    rename = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
-    vocab = {rename.get(t, t): i for t, i in bpe.encoder.items()}
-    merges = [" ".join(pair) for pair, _ in sorted(bpe.bpe_ranks.items(), key=lambda x: x[1])]
-    folder.mkdir()
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
-               "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
-    (folder / "special_tokens_map.json").write_text(json.dumps(special))
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {**special, "model_max_length": 77, "tokenizer_class": "CLIPTokenizer"}))
-
-
 @pytest.fixture(scope="module")
 def sd(tmp_path_factory):
     """(folder, reference models): a tiny SD 1.x pipeline folder in diffusers' layout."""
@@ -102,7 +87,7 @@ def sd(tmp_path_factory):
     config_file = folder / "scheduler" / "scheduler_config.json"
     config_file.write_text(json.dumps({**json.loads(config_file.read_text()),
                                        "clip_sample": False}))
-    _write_tokenizer(folder / "tokenizer")
+    write_clip_tokenizer(folder / "tokenizer")
     (folder / "model_index.json").write_text(json.dumps(MODEL_INDEX))
     return folder, refs
 
@@ -465,3 +450,79 @@ def test_sd_pipeline_takes_the_checkpoint_settings(sd, single_file, from_folder)
     assert isinstance(loaded, TextToImagePipeline)
     assert dataclasses.asdict(loaded.config) == {**dataclasses.asdict(pipe.config),
                                                  "height": 64 * 2, "width": 64 * 2}
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def _diffusers_images(folder, prompts, steps, seed, **kw):
+    import diffusers
+
+    ref = diffusers.StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
+    ref.set_progress_bar_config(disable=True)
+    out = ref(prompts, num_inference_steps=steps, output_type="np",
+              generator=[torch.Generator().manual_seed(seed + i) for i in range(len(prompts))],
+              **kw).images
+    return ref, (out * 255).round().astype("uint8")  # (N, H, W, 3)
+
+
+def test_to_diffusers_round_trips_a_stable_diffusion_folder(sd, tmp_path):
+    """folder -> mmgen -> to_diffusers -> folder: diffusers runs it as it ran the original
+    (DDIM, the exported scheduler), and mmgen reads back the same weights and settings."""
+    import numpy as np
+
+    import mmgen
+    from mmgen.interop import to_diffusers
+
+    pipe = mmgen.load(sd[0])
+    out = to_diffusers(pipe, tmp_path / "export")
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["text_encoder"] == ["transformers", "CLIPTextModel"]
+    ref, images = _diffusers_images(out, PROMPTS, 4, 5, guidance_scale=4.0, height=32, width=32)
+    ours = pipe(PROMPTS, steps=4, seed=5, guidance=4.0, height=32, width=32, progress=False)
+    got = np.stack([np.asarray(im) for im in ours])
+    assert np.abs(got.astype(int) - images).max() <= 1
+    assert type(ref.scheduler).__name__ == "DDIMScheduler"
+    back = mmgen.load(out)  # named after its folder
+    assert dataclasses.asdict(back.config) == {**dataclasses.asdict(pipe.config), "name": "export"}
+    for name in ("unet", "vae", "text_encoder"):
+        mine, theirs = getattr(pipe, name).state_dict(), getattr(back, name).state_dict()
+        assert mine.keys() == theirs.keys()
+        assert all(torch.equal(mine[k], theirs[k]) for k in mine), name
+
+
+def test_to_diffusers_writes_the_bundled_shapes_pipeline_exactly(tmp_path):
+    """shapes-t2i's text encoder (restricted vocabulary, "last+input" context) becomes a
+    transformers CLIPTextModel subclass that diffusers loads by name: same token ids, the
+    same context bit for bit, the same images (to float rounding of the last grey level)."""
+    import numpy as np
+
+    import mmgen
+    from mmgen.interop import to_diffusers
+    from mmgen.interop.diffusers_export import LastPlusInputCLIPTextModel
+
+    pipe = mmgen.load("shapes-t2i")
+    prompts = ["a large red circle in the center on a white background",
+               "a small blue plus in the top left on a black background"]
+    out = to_diffusers(pipe, tmp_path / "shapes")
+    ref, images = _diffusers_images(out, prompts, 5, 0, guidance_scale=pipe.config.guidance)
+    assert isinstance(ref.text_encoder, LastPlusInputCLIPTextModel)
+    assert ref.tokenizer.model_max_length == 32
+    ids = ref.tokenizer(prompts, padding="max_length", max_length=32, truncation=True,
+                        return_tensors="pt").input_ids
+    assert torch.equal(ids, pipe.tokenizer(prompts))
+    with torch.no_grad():
+        assert torch.equal(ref.text_encoder(ids)[0], pipe.encode_prompt(prompts))
+    got = np.stack([np.asarray(im) for im in pipe(prompts, steps=5, seed=0, progress=False)])
+    assert np.abs(got.astype(int) - images).max() <= 1
+
+
+def test_to_diffusers_refuses_what_it_cannot_write(tmp_path):
+    import mmgen
+    from mmgen.interop import to_diffusers
+
+    with pytest.raises(ValueError, match="text-to-image U-Net pipelines"):
+        to_diffusers(mmgen.load("mnist-dcgan"), tmp_path / "x")
+    with pytest.raises(ValueError, match="before enable_fast"):
+        to_diffusers(mmgen.load("shapes-t2i", fast=True), tmp_path / "x")
+    assert not (tmp_path / "x").exists()

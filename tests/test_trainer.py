@@ -347,6 +347,29 @@ def test_resume_in_process_continues_the_same_run(tmp_path):
         assert torch.equal(resumed.state_dict()[k], v), k
 
 
+def test_training_fast_path_resumes_the_same_run(tmp_path):
+    """channels_last + torch.compile: the checkpoints keep the model's own names, the loss
+    follows the eager run's, and resuming from a checkpoint continues bit for bit. (No
+    dropout: compiled code draws its dropout masks from another generator.)"""
+    data = TinyRegression(n=64, augment=0.1)
+    fast = dict(channels_last=True, compile=True)
+    eager = tiny_mlp(dropout=0.0)
+    Trainer(eager, mse_objective, data, _config(tmp_path / "eager", steps=6)).fit()
+    full = tiny_mlp(dropout=0.0)
+    Trainer(full, mse_objective, data, _config(tmp_path / "full", steps=6, **fast)).fit()
+    Trainer(tiny_mlp(dropout=0.0), mse_objective, data, _config(tmp_path, steps=6, ckpt_every=3,
+                                                      **fast)).fit()
+    ckpt = tmp_path / "run" / "checkpoints" / "step_00000003"
+    assert set(load_file(ckpt / "model.safetensors")) == set(full.state_dict())
+    resumed = tiny_mlp(seed=99, dropout=0.0)
+    Trainer(resumed, mse_objective, data, _config(tmp_path, steps=6, **fast)).fit(resume=ckpt)
+    for k, v in full.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
+    losses = [[r["loss"] for r in _rows(tmp_path / name / "run")] for name in ("eager", "full")]
+    torch.testing.assert_close(torch.tensor(losses[1]), torch.tensor(losses[0]), rtol=1e-4,
+                               atol=1e-6)
+
+
 def test_ema_update_rule():
     model = nn.Linear(2, 1)
     ema = EMA(model, decay=0.75)

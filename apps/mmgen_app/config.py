@@ -42,4 +42,6 @@ class AppConfig:
     output_dir: Path | None = None  # where result PNGs are written (None: a temporary folder)
     keep_outputs_s: float = 3600.0  # result PNGs older than this are deleted
     preload: bool = True  # load the default models at start-up (else on first use)
+    fast: bool = False  # text-to-image on the fast path (mmgen.fast: bf16, tiled attention)
+    compile: bool = False  # the fast path with torch.compile (first call per size compiles)
     limits: AppLimits = field(default_factory=AppLimits)

@@ -51,7 +51,9 @@ class ModelStore:
         from mmgen.diffusion.pipeline import TextToImagePipeline
         from mmgen.hub import load
 
-        return self.get(f"t2i:{label}", lambda: load(self.t2i[label], kind=TextToImagePipeline))
+        return self.get(f"t2i:{label}", lambda: load(
+            self.t2i[label], kind=TextToImagePipeline, fast=self.config.fast,
+            compile=self.config.compile))
 
     def clip(self) -> Any:
         """The CLIP tab's model."""

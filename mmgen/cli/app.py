@@ -39,6 +39,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="most images per request (default 4)")
     p.add_argument("--max-upload-mb", type=positive_int, default=20,
                    help="largest uploaded file in MB (default 20)")
+    p.add_argument("--fast", action="store_true",
+                   help="text-to-image on the fast path (bf16 where native, tiled attention; "
+                        "images differ from fp32 by bf16 rounding)")
+    p.add_argument("--compile", action="store_true",
+                   help="--fast plus torch.compile (each new image size compiles once)")
     p.set_defaults(func=cmd_app)
 
 
@@ -61,6 +66,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     config = AppConfig(host=args.host, port=args.port, models=tuple(args.model),
                        clip_model=args.clip_model, search_folder=args.search_folder,
                        concurrency=args.concurrency, queue_size=args.queue_size,
+                       fast=args.fast, compile=args.compile,
                        limits=AppLimits(max_side=args.max_side, max_steps=args.max_steps,
                                         max_images=args.max_images,
                                         max_upload_mb=float(args.max_upload_mb)))

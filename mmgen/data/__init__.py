@@ -7,11 +7,15 @@
 * :mod:`mmgen.data.sampler`: the seeded, rank-sharded, resumable data order.
 """
 
-from mmgen.data.folder import ImageFolderDataset, UnreadableImageError
-from mmgen.data.mnist import MNIST, load_mnist_arrays
-from mmgen.data.photos import PhotoPatches, list_photos, load_photo
-from mmgen.data.sampler import ShardedBatchSampler, epoch_seed
-from mmgen.data.shapes import ShapeAttrs, ShapesDataset, caption, parse, render
+from mmgen.lazy import lazy_exports
+
+_EXPORTS = {"ImageFolderDataset": "folder", "UnreadableImageError": "folder",
+            "MNIST": "mnist", "load_mnist_arrays": "mnist",
+            "PhotoPatches": "photos", "list_photos": "photos", "load_photo": "photos",
+            "ShardedBatchSampler": "sampler", "epoch_seed": "sampler",
+            "ShapeAttrs": "shapes", "ShapesDataset": "shapes", "caption": "shapes",
+            "parse": "shapes", "render": "shapes"}
+__getattr__ = lazy_exports(__name__, _EXPORTS)  # submodules load on first use
 
 __all__ = [
     "MNIST",

@@ -36,9 +36,6 @@ import torch
 from PIL import Image
 
 from mmgen.clip.tokenizer import PAD_TOKEN_ID, CLIPTokenizer
-from mmgen.device import (
-    autocast,
-)
 from mmgen.diffusion.denoise import (
     GenerationCancelled,
     NonFiniteError,
@@ -216,7 +213,7 @@ class TextToImagePipeline(LatentDiffusionPipeline):
             unet = functools.partial(self._denoiser_call, dtype=dtype)
             return GuidedDenoiser(unet, context, uncond, req.guidance, req.guidance_rescale)
 
-        fallback = None if self.dtype == torch.float32 else guided(torch.float32)
+        fallback = guided(torch.float32) if self.fp32_fallback else None
         try:
             return denoise(guided(self.dtype), self.make_sampler(req.sampler), noise, req.steps,
                            generators, init=init, strength=req.strength, mask=mask,
@@ -234,15 +231,15 @@ class TextToImagePipeline(LatentDiffusionPipeline):
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
         """Text context (N, L, D) that the U-Net cross-attends to."""
         tokens = self.tokenizer(prompts).to(self.device)  # (N, L)
-        with autocast(self.device, self.dtype):
+        with self._precision(self.dtype):
             return self.text_encoder.encode_context(tokens).float()
 
     @torch.no_grad()
     def encode_latents(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels (N, 3, H, W) in [-1, 1] -> scaled latents (the distribution's mean)."""
         vc = self.vae.config
-        with autocast(self.device, self.dtype):
-            mean = self.vae.encode(pixels.to(self.device)).mean.float()
+        with self._precision(self.dtype):
+            mean = self.vae.encode(self._input(pixels.to(self.device))).mean.float()
         if not is_finite(mean):
             raise NonFiniteError("encoding the input image produced NaN/Inf latents; the "
                                  "VAE's weights may hold NaN/Inf (a damaged or badly converted "

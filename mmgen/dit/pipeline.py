@@ -180,7 +180,7 @@ class ClassConditionalPipeline(LatentDiffusionPipeline):
             dit = functools.partial(self._denoiser_call, dtype=dtype)
             return GuidedDenoiser(dit, labels, null, req.guidance, req.guidance_rescale)
 
-        fallback = None if self.dtype == torch.float32 else guided(torch.float32)
+        fallback = guided(torch.float32) if self.fp32_fallback else None
         return denoise(guided(self.dtype), self.make_sampler(req.sampler), noise, req.steps,
                        generators, callback=callback, fallback=fallback)
 

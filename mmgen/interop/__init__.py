@@ -24,7 +24,8 @@ _LAZY = {"from_torchvision": "mmgen.interop.torchvision",
          "sd_pipeline": "mmgen.interop.stable_diffusion",
          "read_sd_folder": "mmgen.interop.stable_diffusion",
          "read_sd_single_file": "mmgen.interop.stable_diffusion",
-         "write_sd_single_file": "mmgen.interop.stable_diffusion"}
+         "write_sd_single_file": "mmgen.interop.stable_diffusion",
+         "to_diffusers": "mmgen.interop.diffusers_export"}
 
 
 def __getattr__(name: str) -> Any:
@@ -39,4 +40,4 @@ __all__ = ["KeyMapError", "convert_state_dict", "dit_from_diffusers", "from_diff
            "from_open_clip", "from_torchvision", "from_transformers", "load_converted",
            "load_dcgan_checkpoint", "load_dit_checkpoint", "load_sd_folder",
            "load_sd_single_file", "read_sd_folder", "read_sd_single_file", "regex_rename",
-           "sampler_from_diffusers", "sd_pipeline", "write_sd_single_file"]
+           "sampler_from_diffusers", "sd_pipeline", "to_diffusers", "write_sd_single_file"]

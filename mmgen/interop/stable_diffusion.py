@@ -19,6 +19,7 @@ original (LDM) key names are mapped in :mod:`mmgen.interop.ldm_keys`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
@@ -316,6 +317,34 @@ def _tokenizer_info(folder: Path) -> TokenizerInfo:
     return TokenizerInfo(context_length=length, pad_token_id=vocab[pad])
 
 
+def write_clip_tokenizer(folder: str | os.PathLike, context_length: int = 77,
+                         pad_token_id: int = SPECIAL_TOKENS["<|endoftext|>"]) -> Path:
+    """Write a transformers ``CLIPTokenizer`` folder for mmgen's tokenizer (open_clip's BPE,
+    Stable Diffusion 1.x's vocabulary, special tokens spelt as transformers does): the
+    vocabulary, the merges in rank order and the special tokens, padding with
+    ``pad_token_id``. It tokenizes as ``mmgen.clip.tokenizer.CLIPTokenizer(context_length,
+    pad_token_id)`` does; :func:`read_sd_folder` reads it back. Returns ``folder``."""
+    from mmgen.clip.tokenizer import _bpe
+
+    bpe = _bpe()
+    rename = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
+    vocab = {rename.get(token, token): i for token, i in bpe.encoder.items()}
+    merges = sorted(bpe.bpe_ranks, key=bpe.bpe_ranks.get)
+    token = {i: t for t, i in vocab.items()}
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m)
+                                                                    for m in merges) + "\n")
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+               "unk_token": "<|endoftext|>", "pad_token": token[pad_token_id]}
+    (folder / "special_tokens_map.json").write_text(json.dumps(special))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {**special, "model_max_length": context_length, "tokenizer_class": "CLIPTokenizer",
+         "do_lower_case": True}))
+    return folder
+
+
 def _checked(c: SDComponents) -> SDComponents:
     """``c``, after checking that its networks fit together."""
     width, context = c.text_encoder.text_config.width, c.unet.config.cross_attention_dim
@@ -393,6 +422,13 @@ def _clip_to_transformers(model: CLIPTextModel) -> dict[str, torch.Tensor]:
                          f"embed_dim=0: Stable Diffusion 1.x's text encoder) can be written to "
                          f"a single file; got a {type(cfg).__name__} with "
                          f"embed_dim={cfg.embed_dim}")
+    return clip_text_keys_to_transformers(model.state_dict())
+
+
+def clip_text_keys_to_transformers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An mmgen (OpenAI-named) CLIP text tower's state dict with transformers'
+    ``text_model.*`` keys (the packed q/k/v split in three); ``text_projection`` and buffers
+    other than the weights are the caller's to drop first."""
     names = [(r"^token_embedding\.", "embeddings.token_embedding."),
              (r"^positional_embedding$", "embeddings.position_embedding.weight"),
              (r"^transformer\.resblocks\.", "encoder.layers."),
@@ -401,7 +437,7 @@ def _clip_to_transformers(model: CLIPTextModel) -> dict[str, torch.Tensor]:
              (r"\.ln_2\.", ".layer_norm2."), (r"\.mlp\.c_fc\.", ".mlp.fc1."),
              (r"\.mlp\.c_proj\.", ".mlp.fc2.")]
     out = {}
-    for key, value in model.state_dict().items():
+    for key, value in state.items():
         for pattern, repl in names:
             key = re.sub(pattern, repl, key)
         if ".self_attn.in_proj_" in key:  # packed (q; k; v) -> three linears

@@ -48,6 +48,8 @@ from torch.utils.flop_counter import (
     sdpa_flop_count,
 )
 
+import mmgen.nn.attention  # noqa: F401  (registers torch.ops.mmgen.tiled_attention)
+
 aten = torch.ops.aten
 
 
@@ -76,6 +78,8 @@ SDPA_FLOP_FORMULAS: dict[Any, Any] = {
        for name in _FORWARD_OPS if hasattr(aten, name)},
     **{getattr(aten, name): _sdpa_backward_flops
        for name in _BACKWARD_OPS if hasattr(aten, name)},
+    # mmgen's "tiled" backend: one custom op whose inner matmuls the counter does not see
+    torch.ops.mmgen.tiled_attention: _sdpa_forward_flops,
 }
 
 

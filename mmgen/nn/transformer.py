@@ -47,6 +47,21 @@ class Attention(nn.Module):
         self.to_k = nn.Linear(context_dim or dim, inner, bias=qkv_bias)
         self.to_v = nn.Linear(context_dim or dim, inner, bias=qkv_bias)
         self.to_out = nn.Sequential(nn.Linear(inner, dim, bias=out_bias), nn.Dropout(dropout))
+        self.backend: str | None = None  # attention backend of this layer; None: the default
+        # fuse_projections' stacked copy of to_q/to_k/to_v (not saved; None: not fused)
+        self.register_buffer("qkv_weight", None, persistent=False)  # (3 inner, dim)
+        self.register_buffer("qkv_bias", None, persistent=False)  # (3 inner,)
+
+    def fuse_projections(self) -> None:
+        """Compute self-attention's q, k and v with one matmul (inference): a copy of
+        ``to_q``, ``to_k``, ``to_v``'s weights stacked, which ``forward`` then uses. Not in
+        the state dict; call again after changing the weights. No-op for cross-attention."""
+        if self.context_dim is not None:
+            return
+        parts = (self.to_q, self.to_k, self.to_v)
+        self.qkv_weight = torch.cat([p.weight for p in parts]).detach()  # (3 inner, dim)
+        if parts[0].bias is not None:
+            self.qkv_bias = torch.cat([p.bias for p in parts]).detach()  # (3 inner,)
 
     def forward(
         self,
@@ -66,10 +81,15 @@ class Attention(nn.Module):
         context = x if context is None else context
         b, n, _ = x.shape
         m = context.shape[1]
-        q = self.to_q(x).view(b, n, self.heads, self.head_dim).transpose(1, 2)  # (B, h, N, d)
-        k = self.to_k(context).view(b, m, self.heads, self.head_dim).transpose(1, 2)  # (B, h, M, d)
-        v = self.to_v(context).view(b, m, self.heads, self.head_dim).transpose(1, 2)  # (B, h, M, d)
-        out = attention(q, k, v, mask=mask)  # (B, h, N, d)
+        h, d = self.heads, self.head_dim
+        if self.qkv_weight is not None and context is x:
+            qkv = F.linear(x, self.qkv_weight, self.qkv_bias)  # (B, N, 3 h d)
+            q, k, v = qkv.view(b, n, 3, h, d).permute(2, 0, 3, 1, 4)  # each (B, h, N, d)
+        else:
+            q = self.to_q(x).view(b, n, h, d).transpose(1, 2)  # (B, h, N, d)
+            k = self.to_k(context).view(b, m, h, d).transpose(1, 2)  # (B, h, M, d)
+            v = self.to_v(context).view(b, m, h, d).transpose(1, 2)  # (B, h, M, d)
+        out = attention(q, k, v, mask=mask, backend=self.backend)  # (B, h, N, d)
         out = out.transpose(1, 2).reshape(b, n, self.heads * self.head_dim)  # (B, N, h*d)
         return self.to_out(out)  # (B, N, dim)
 
@@ -91,12 +111,13 @@ class FusedSelfAttention(nn.Module):
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
+        self.backend: str | None = None  # attention backend of this layer; None: the default
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.heads, d // self.heads)  # (B, N, 3, h, d/h)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, h, N, d/h)
-        out = attention(q, k, v)  # (B, h, N, d/h)
+        out = attention(q, k, v, backend=self.backend)  # (B, h, N, d/h)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))  # (B, N, D)
 
 

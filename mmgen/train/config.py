@@ -24,6 +24,12 @@ class TrainConfig:
     # hardware computes it natively (mmgen.device.resolve_dtype), else "no". Emulated bf16 on
     # a CPU without AVX512-BF16/AMX is tens of times slower than fp32.
     mixed_precision: str = "no"
+    # The training fast path (docs/performance.md): convolutional weights and activations in
+    # channels_last (oneDNN's NHWC kernels on AVX-512 CPUs, cuDNN's on GPUs), and the model's
+    # forward and backward compiled by torch.compile (inductor; the first steps compile).
+    # Checkpoints, their names and resuming are the same with and without them.
+    channels_last: bool = False
+    compile: bool = False
     grad_clip: float = 1.0  # clip the global gradient norm to this value; 0 turns clipping off
     ema_decay: float = 0.0  # EMA of the weights, shadow = d*shadow + (1-d)*weights; 0 = no EMA
     seed: int = 0  # seeds the data order and python/numpy/torch RNGs (process r uses seed + r)

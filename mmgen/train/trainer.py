@@ -111,7 +111,12 @@ class Trainer:
         self.collate_fn = collate_fn or default_collate
         self.callbacks = list(callbacks)
         self.schedulers = [LambdaLR(opt, lambda s: lr_factor(s, config)) for opt in optimizers]
-        wrapped = _ObjectiveModule(model, objective, several_optimizers=len(optimizers) > 1)
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        # The objective calls the compiled module (same parameters); checkpoints, EMA and
+        # export keep using `model` itself, whose names and state dict do not change.
+        net = torch.compile(model) if config.compile else model
+        wrapped = _ObjectiveModule(net, objective, several_optimizers=len(optimizers) > 1)
         self._wrapped, *self.optimizers = self.accelerator.prepare(wrapped, *optimizers)
         # After prepare: DDP has broadcast rank 0's weights, so every EMA starts equal.
         self.ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None

@@ -11,6 +11,7 @@ with its beta) as ``vae/conv/mnist`` and ``vae/conv/tiny``.
 diffusers ``AutoencoderKL`` weights load with ``mmgen.interop.from_diffusers``.
 """
 
+from mmgen.lazy import lazy_exports
 from mmgen.vae.autoencoder_kl import (
     PRESETS,
     AutoencoderKL,
@@ -18,7 +19,9 @@ from mmgen.vae.autoencoder_kl import (
     LatentDistribution,
 )
 from mmgen.vae.conv_vae import ConvVAE, ConvVAEConfig
-from mmgen.vae.objective import ELBOObjective, VAEObjective
+
+# The objectives import the training engine (accelerate): only when asked for.
+__getattr__ = lazy_exports(__name__, {"ELBOObjective": "objective", "VAEObjective": "objective"})
 
 __all__ = ["PRESETS", "AutoencoderKL", "AutoencoderKLConfig", "ConvVAE", "ConvVAEConfig",
            "ELBOObjective", "LatentDistribution", "VAEObjective"]
