@@ -8,8 +8,8 @@ For each network of a pipeline (:func:`prepare`):
 * channels_last on CPUs with AVX-512 and on CUDA (oneDNN's / cuDNN's NHWC kernels);
 * self-attention's q, k, v projections fused into one matmul
   (:meth:`~mmgen.nn.Attention.fuse_projections`);
-* on the CPU, the "tiled" attention backend (:mod:`mmgen.nn.attention`), about twice as
-  fast as torch's flash kernel in bf16 at Stable Diffusion's 4,096 tokens;
+* on the CPU, the "tiled" attention backend (:mod:`mmgen.nn.attention`), 1.8x as fast as
+  torch's flash kernel in bf16 at Stable Diffusion's 4,096 tokens (docs/performance.md);
 * oneDNN's convolutions (the exact path's batch-invariant native kernels are slower).
 
 With ``compile=True`` the denoiser and the VAE decoder also go through ``torch.compile``

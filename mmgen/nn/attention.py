@@ -15,7 +15,7 @@ Backends:
     "tiled"     exact attention one (batch, head) and one tile of queries at a time, a tile's
                 scores sized to stay in cache, with matmuls in the inputs' own dtype: the
                 fast path's choice on CPUs, where torch's flash kernel computes bf16 in fp32
-                (about 2x faster at 4,096 tokens; benchmarks/attention.py). The softmax
+                (1.8x faster at 4,096 tokens in bf16; benchmarks/attention.py). The softmax
                 probabilities are rounded to the input dtype before the second matmul, so in
                 bf16 it is a little less exact than sdpa. Under autograd it runs "chunked".
     "math"      the plain formula softmax(q k^T * scale + mask) v; the reference the other
