@@ -356,19 +356,20 @@ def build_checked(cls: type[T], config: Any, source: str) -> T:
     return cls(config)
 
 
-class _SkipNormalInit(TorchFunctionMode):
-    """Random normal initialisation does nothing (on the meta device there is nothing to
-    fill): torch's meta ``normal_`` runs a reference implementation that imports
-    ``torch._dynamo``, a second of every CLI command's start-up. Thread-local, as every
-    torch function mode."""
+class _MetaProbeShortcuts(TorchFunctionMode):
+    """Inside a meta-device build, where tensors have shapes but no values: ops whose meta
+    implementation is torch's Python reference code, which imports ``torch._dynamo`` (a
+    second of every CLI command's start-up), return their first tensor instead, which has
+    the result's shape. Thread-local, as every torch function mode."""
 
-    SKIPPED = frozenset({torch.nn.init.normal_, torch.nn.init.trunc_normal_,
-                         torch.nn.init.kaiming_normal_, torch.nn.init.xavier_normal_,
-                         torch.Tensor.normal_})
+    SHORTCUTS = frozenset({torch.nn.init.normal_, torch.nn.init.trunc_normal_,
+                           torch.nn.init.kaiming_normal_, torch.nn.init.xavier_normal_,
+                           torch.Tensor.normal_, torch.Tensor.tril, torch.tril})
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in self.SKIPPED:  # the tensor, left as it is (nn.init passes it by keyword)
-            return args[0] if args else (kwargs or {})["tensor"]
+        if func in self.SHORTCUTS:  # (nn.init passes its tensor by keyword)
+            kwargs = kwargs or {}
+            return args[0] if args else kwargs.get("tensor", kwargs.get("input"))
         return func(*args, **(kwargs or {}))
 
 
@@ -377,7 +378,7 @@ def probe_model(cls: type[T], config: Any, source: str) -> T:
     the config does not build, a ``LimitError`` if its weights would not fit
     ``mmgen.limits.MAX_MODEL_GB``. ``source`` names the config's origin in messages."""
     try:
-        with torch.device("meta"), _SkipNormalInit():
+        with torch.device("meta"), _MetaProbeShortcuts():
             probe = cls(config)
     except Exception as e:  # whatever the constructor rejects: the config came from a file
         raise ValueError(f"{source}: the config does not build a {cls.__name__} "

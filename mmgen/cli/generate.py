@@ -97,11 +97,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from mmgen.diffusion.pipeline import TextToImagePipeline  # late: argument errors stay instant
     from mmgen.hub import load, load_class_pipeline
 
-    fast = {"fast": args.fast, "compile": args.compile}
-    if (args.fast or args.compile) and args.dtype != "fp32":
+    fast = args.fast or args.compile
+    if fast and args.dtype != "fp32":
         raise CLIError("--fast sets its own precision (bf16 where native); drop --dtype")
     if kind == "one-step":
-        if args.fast or args.compile:
+        if fast:
             raise CLIError(f"--fast and --compile are for diffusion models; {model} is a "
                            "one-step generator (already well under a second per batch)")
         pipe = load_onestep(model, args.dtype)
@@ -109,11 +109,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
                            caption_flag="a PROMPT")  # (generate checks --steps etc. first)
     elif kind == "class":
         pipe = load_class_pipeline(model, args.vae, dtype=args.dtype)
-        if args.fast or args.compile:
-            pipe.enable_fast(compile=args.compile)
     else:
-        pipe = load(model or DEFAULT_T2I_MODEL, kind=TextToImagePipeline, dtype=args.dtype,
-                    **fast)
+        pipe = load(model or DEFAULT_T2I_MODEL, kind=TextToImagePipeline, dtype=args.dtype)
+    if fast:
+        pipe.enable_fast(compile=args.compile)
     images = pipe.generate(request)
     paths, grid = out.write(images)
     records = [{"path": str(path), **json.loads(image.info["mmgen"])}

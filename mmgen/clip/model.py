@@ -240,8 +240,7 @@ class TextTower(nn.Module):
         e = config.embed_dim
         self.text_projection = nn.Parameter(torch.empty(w, e)) if e else None  # (W, E)
         # Token i may attend to tokens <= i (True = may attend), as in a language model.
-        # (Made on the CPU even inside a meta-device build: meta tril imports torch._dynamo.)
-        causal = torch.ones(length, length, dtype=torch.bool, device="cpu").tril()  # (L, L)
+        causal = torch.ones(length, length, dtype=torch.bool).tril()  # (L, L)
         self.register_buffer("attn_mask", causal, persistent=False)
         # open_clip's initialisation.
         nn.init.normal_(self.token_embedding.weight, std=0.02)

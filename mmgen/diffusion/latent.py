@@ -76,11 +76,9 @@ class LatentDiffusionPipeline(Pipeline):
         images differ from the exact path's by bf16 rounding (docs/performance.md). The
         exact fp32 weights are not kept: load the model again to go back. Returns self."""
         _ = self.model_hash  # of the weights as loaded, before they are cast
-        self.dtype = fast_dtype(self.device)
         self.batch_invariant = False
-        for name in self.components:
-            fast_prepare(getattr(self, name), self.device, self.dtype)
         self.fast = True
+        self.to(self.device)  # on the fast path: prepares every network
         self._compiled = {}
         if compile:
             self._compiled = {"denoiser": fast_compiled(self.denoiser),

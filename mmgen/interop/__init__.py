@@ -7,34 +7,18 @@ nanoGPT-style. Converters are imported lazily: using one
 does not import the others' libraries.
 """
 
-from typing import Any
-
 from mmgen.interop.convert import KeyMapError, convert_state_dict, load_converted, regex_rename
+from mmgen.lazy import lazy_exports
 
-_LAZY = {"from_torchvision": "mmgen.interop.torchvision",
-         "from_open_clip": "mmgen.interop.open_clip",
-         "from_transformers": "mmgen.interop.transformers_clip",
-         "from_diffusers": "mmgen.interop.diffusers",
-         "dit_from_diffusers": "mmgen.interop.dit",
-         "load_dit_checkpoint": "mmgen.interop.dit",
-         "load_dcgan_checkpoint": "mmgen.interop.dcgan",
-         "sampler_from_diffusers": "mmgen.interop.diffusers_schedulers",
-         "load_sd_folder": "mmgen.interop.stable_diffusion",
-         "load_sd_single_file": "mmgen.interop.stable_diffusion",
-         "sd_pipeline": "mmgen.interop.stable_diffusion",
-         "read_sd_folder": "mmgen.interop.stable_diffusion",
-         "read_sd_single_file": "mmgen.interop.stable_diffusion",
-         "write_sd_single_file": "mmgen.interop.stable_diffusion",
-         "to_diffusers": "mmgen.interop.diffusers_export"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'mmgen.interop' has no attribute {name!r}")
-
+_LAZY = {"from_torchvision": "torchvision", "from_open_clip": "open_clip",
+         "from_transformers": "transformers_clip", "from_diffusers": "diffusers",
+         "dit_from_diffusers": "dit", "load_dit_checkpoint": "dit",
+         "load_dcgan_checkpoint": "dcgan", "sampler_from_diffusers": "diffusers_schedulers",
+         "load_sd_folder": "stable_diffusion", "load_sd_single_file": "stable_diffusion",
+         "sd_pipeline": "stable_diffusion", "read_sd_folder": "stable_diffusion",
+         "read_sd_single_file": "stable_diffusion", "write_sd_single_file": "stable_diffusion",
+         "to_diffusers": "diffusers_export"}
+__getattr__ = lazy_exports(__name__, _LAZY)  # converters load on first use
 
 __all__ = ["KeyMapError", "convert_state_dict", "dit_from_diffusers", "from_diffusers",
            "from_open_clip", "from_torchvision", "from_transformers", "load_converted",

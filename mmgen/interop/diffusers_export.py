@@ -83,11 +83,12 @@ def to_diffusers(pipe: TextToImagePipeline, directory: str | os.PathLike) -> Pat
                          "pipeline as loaded, before enable_fast()")
     directory = Path(directory)
     text_class = _text_encoder_class(pipe.text_encoder)
+    library = "transformers" if text_class is CLIPTextModel else __name__
     with atomic_path(directory) as tmp:
         for name, net in (("unet", pipe.unet), ("vae", pipe.vae)):
             _write(tmp / name, "diffusion_pytorch_model.safetensors", net.state_dict(),
                    to_diffusers_config(net.config))
-        _text_encoder(pipe.text_encoder, text_class[1]).save_pretrained(tmp / "text_encoder")
+        _text_encoder(pipe.text_encoder, text_class).save_pretrained(tmp / "text_encoder")
         write_clip_tokenizer(tmp / "tokenizer", pipe.text_encoder.text_config.context_length,
                              pipe.config.pad_token_id)
         _write_json(tmp / "scheduler" / "scheduler_config.json",
@@ -96,7 +97,7 @@ def to_diffusers(pipe: TextToImagePipeline, directory: str | os.PathLike) -> Pat
             "_class_name": "StableDiffusionPipeline",
             "unet": ["diffusers", "UNet2DConditionModel"],
             "vae": ["diffusers", "AutoencoderKL"],
-            "text_encoder": list(text_class),
+            "text_encoder": [library, text_class.__name__],
             "tokenizer": ["transformers", "CLIPTokenizer"],
             "scheduler": ["diffusers", "DDIMScheduler"],
             "safety_checker": [None, None], "feature_extractor": [None, None],
@@ -104,18 +105,18 @@ def to_diffusers(pipe: TextToImagePipeline, directory: str | os.PathLike) -> Pat
     return directory
 
 
-def _text_encoder_class(text_encoder: torch.nn.Module) -> tuple[str, str]:
-    """(library, class) of the text encoder in ``model_index.json``."""
+def _text_encoder_class(text_encoder: torch.nn.Module) -> type[CLIPTextModel]:
+    """The transformers class that computes the text encoder's context."""
     context = getattr(getattr(text_encoder, "config", None), "context", "last")
     if context == "last":
-        return "transformers", "CLIPTextModel"
+        return CLIPTextModel
     if context == "last+input":
-        return __name__, LastPlusInputCLIPTextModel.__name__
+        return LastPlusInputCLIPTextModel
     raise ValueError(f"text encoder context {context!r} has no diffusers form")
 
 
-def _text_encoder(model: torch.nn.Module, class_name: str) -> CLIPTextModel:
-    """The transformers text model (class ``class_name``) with an mmgen CLIP text tower's
+def _text_encoder(model: torch.nn.Module, cls: type[CLIPTextModel]) -> CLIPTextModel:
+    """The transformers text model (class ``cls``) with an mmgen CLIP text tower's
     weights, every one checked in (``strict``); it saves in the layout of the installed
     transformers."""
     c = model.text_config
@@ -128,8 +129,7 @@ def _text_encoder(model: torch.nn.Module, class_name: str) -> CLIPTextModel:
         num_hidden_layers=c.layers, num_attention_heads=c.heads,
         max_position_embeddings=c.context_length, hidden_act=c.activation, layer_norm_eps=1e-5,
         bos_token_id=SOT_TOKEN_ID, eos_token_id=c.eos_token_id, pad_token_id=1)
-    hf = {CLIPTextModel.__name__: CLIPTextModel,
-          LastPlusInputCLIPTextModel.__name__: LastPlusInputCLIPTextModel}[class_name](config)
+    hf = cls(config)
     weights = clip_text_keys_to_transformers(state)  # text_model.* keys
     if not any(k.startswith("text_model.") for k in hf.state_dict()):  # transformers >= 5
         weights = {k.removeprefix("text_model."): v for k, v in weights.items()}

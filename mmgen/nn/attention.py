@@ -198,17 +198,11 @@ def _math_attention(q, k, v, mask, scale) -> torch.Tensor:
     if mask is not None and mask.dtype != torch.bool:
         mask = mask.to(q.dtype)
     scores = torch.matmul(q * scale, k.transpose(-2, -1))  # (B, H, Lq, Lk)
-    if mask is not None:
-        # In-place edits are safe here: neither matmul nor add needs `scores` for backward.
-        _mask_scores(scores, mask)
-        # A query row that is masked everywhere would give NaN (0/0). Like torch's sdpa we
-        # return zeros for it instead; filling its scores first keeps the gradient NaN-free.
-        empty = scores.detach().amax(dim=-1, keepdim=True) == float("-inf")  # (B, H, Lq, 1)
-        scores.masked_fill_(empty, 0.0)
+    if mask is None:
+        return torch.matmul(scores.softmax(dim=-1), v).to(dtype)  # (B, H, Lq, Dv)
+    empty = _mask_scores(scores, mask)  # (B, H, Lq, 1)
     out = torch.matmul(scores.softmax(dim=-1), v)  # (B, H, Lq, Dv)
-    if mask is not None:
-        out = out.masked_fill(empty, 0.0)  # on the small output, not the (Lq, Lk) matrix
-    return out.to(dtype)
+    return out.masked_fill(empty, 0.0).to(dtype)  # on the small output, not (Lq, Lk)
 
 
 def chunk_size_for(q: torch.Tensor, k: torch.Tensor, budget: int | None = None) -> int:
@@ -278,14 +272,10 @@ def _tiled_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         for start in range(0, lq, tile):
             rows = slice(start, start + tile)
             scores = torch.bmm(q[pairs, rows], keys)  # (G, tile, Lk)
-            if mask is None:
-                torch.bmm(scores.softmax(dim=-1), v[pairs], out=out[pairs, rows])
-                continue
-            _mask_scores(scores, mask[pairs, rows])
-            empty = scores.amax(dim=-1, keepdim=True) == float("-inf")  # (G, tile, 1)
-            probs = scores.masked_fill_(empty, 0.0).softmax(dim=-1)
-            torch.bmm(probs, v[pairs], out=out[pairs, rows])
-            out[pairs, rows].masked_fill_(empty, 0.0)
+            empty = None if mask is None else _mask_scores(scores, mask[pairs, rows])
+            torch.bmm(scores.softmax(dim=-1), v[pairs], out=out[pairs, rows])
+            if empty is not None:
+                out[pairs, rows].masked_fill_(empty, 0.0)
     return out.view(batch, heads, lq, -1)
 
 
@@ -294,12 +284,19 @@ def _(q, k, v, mask, scale):
     return q.new_empty(*q.shape[:3], v.shape[3])
 
 
-def _mask_scores(scores: torch.Tensor, mask: torch.Tensor) -> None:
-    """Apply a bool (True = may attend) or additive float mask to ``scores`` in place."""
+def _mask_scores(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Apply a bool (True = may attend) or additive float mask to ``scores`` (..., Lq, Lk) in
+    place, and return which query rows it masks everywhere (..., Lq, 1). A row masked
+    everywhere would give NaN (0/0): its scores are set to 0 here (which keeps gradients
+    NaN-free) and, like torch's sdpa, the callers give it a zero output. In-place edits are
+    safe under autograd: neither the matmul before nor the add needs ``scores`` backward."""
     if mask.dtype == torch.bool:
         scores.masked_fill_(~mask, float("-inf"))
     else:
         scores += mask
+    empty = scores.detach().amax(dim=-1, keepdim=True) == float("-inf")
+    scores.masked_fill_(empty, 0.0)
+    return empty
 
 
 def _xformers_attention(q, k, v, mask, scale) -> torch.Tensor:
