@@ -189,6 +189,36 @@ def test_clip_with_restricted_vocabulary_is_exact_and_warns_on_unknown_words(sha
         tiny.with_vocabulary([49408])
 
 
+def test_words_text_head_is_a_bag_of_words():
+    """text_head="words": the caption embedding is the projected sum of its token embeddings,
+    so word order does not matter and a colour's contribution is the same with every shape
+    (what makes a held-out colour-shape pair as readable as a seen one); the text tower
+    alone has no head."""
+    from mmgen.clip.shapes import ShapesCLIPConfig
+
+    torch.manual_seed(0)
+    words = mmgen.create_model("clip/shapes-tiny-robust-split", text_head="words")
+    tok = words.tokenize
+    a, b = words.encode_text(tok(["a purple circle", "circle purple a"]))
+    torch.testing.assert_close(a, b)
+    e = words.encode_text(tok(["a purple circle", "a purple square", "a red circle",
+                               "a red square"]))
+    torch.testing.assert_close(e[0] - e[1], e[2] - e[3])
+    padded = tok(["a red square"]).clone()  # what follows the end of text is not read
+    padded[0, padded[0].argmax() + 1:] = 7
+    torch.testing.assert_close(words.encode_text(padded)[0], e[3])
+    manual = words.token_embedding(tok(["a red square"])[:, :5]).sum(1) @ words.word_projection
+    torch.testing.assert_close(e[3:], manual)
+    torch.testing.assert_close(words.encode_text(tok(["a red square"]), normalize=True),
+                               torch.nn.functional.normalize(manual, dim=-1))
+    eot = mmgen.create_model("clip/shapes-tiny-robust-split")
+    eot.load_state_dict(words.state_dict(), strict=False)  # the same tower, CLIP's head
+    assert not torch.allclose(eot.encode_text(tok(["a red square"])), e[3:])
+    assert "word_projection" not in words.text_model().state_dict()
+    with pytest.raises(ValueError, match="text_head"):
+        ShapesCLIPConfig(text_head="mean")
+
+
 def test_shapes_text_model_context():
     """encode_context: "last" is the last hidden state; "last+input" appends the
     layer-normalised input embeddings (N, L, 2W), the same for a word in every caption."""
@@ -451,7 +481,7 @@ def test_wise_interpolation_moves_only_the_image_tower(tiny):
 
 
 @pytest.mark.parametrize("name", ["shapes-clip-recolor", "shapes-clip-exact", "shapes-clip-robust",
-                                  "shapes-clip"])
+                                  "shapes-clip-eot", "shapes-clip"])
 def test_second_stage_recipe_starts_from_the_first_and_freezes_the_text_tower(
         tmp_path, monkeypatch, name):
     """Every kind of stage 2 keeps the text tower it starts from bit for bit: tuning the joint
@@ -470,9 +500,10 @@ def test_second_stage_recipe_starts_from_the_first_and_freezes_the_text_tower(
     base = replace(get_recipe("shapes-clip-joint"), model_args=small, train=train,
                    eval_items=8)
     spec = get_recipe(name) if name in RECIPES else _experiments()[name]
-    stage2 = replace(spec, model_args=small, train=replace(train, seed=1), eval_items=8)
+    stage2 = replace(spec, model_args={**spec.model_args, **small}, train=replace(train, seed=1),
+                     eval_items=8)
     assert stage2.freeze_text and stage2.init_parts in ("all", "text")
-    robust = name in ("shapes-clip-robust", "shapes-clip")
+    robust = name in ("shapes-clip-robust", "shapes-clip-eot", "shapes-clip")
     if robust:  # starts from a model: the bundled one, a stand-in here
         assert stage2.init_model == "shapes-clip" and not stage2.init
         base.run(tmp_path / "shapes-clip-joint", "shapes-clip-joint")
@@ -496,6 +527,14 @@ def test_second_stage_recipe_starts_from_the_first_and_freezes_the_text_tower(
         text_keys = [k for k in start if not k.startswith("visual.") and k != "logit_scale"]
         assert "token_map" in text_keys and all(torch.equal(start[k], end[k]) for k in text_keys)
         assert "real/held_out/combined/retrieval" in results
+        # the bundled recipe's words head starts fresh, trains, and is not part of the tower
+        assert ("word_projection" in end) == (name == "shapes-clip")
+        if name == "shapes-clip":
+            assert "word_projection" not in start and exported.config.text_head == "words"
+            model = stage2.setup(tmp_path / "again", resume=False).model
+            assert model.word_projection.requires_grad
+            assert not model.token_embedding.weight.requires_grad
+            assert "word_projection" not in exported.text_model().state_dict()
     else:
         text_keys = [k for k in first if not k.startswith("visual.") and k != "logit_scale"]
         assert text_keys and all(torch.equal(first[k], second[k]) for k in text_keys)
@@ -503,7 +542,7 @@ def test_second_stage_recipe_starts_from_the_first_and_freezes_the_text_tower(
 
 def test_generated_experiment_tunes_the_bundled_recipe_on_images_of_seen_pairs(tmp_path,
                                                                              monkeypatch):
-    """shapes-clip-generated (an experiment) starts from the bundled recipe's run (trained
+    """shapes-clip-generated (an experiment) starts from shapes-clip-eot's run (trained
     first if missing), generates its seen-pair images with shapes-t2i into its folder, and
     tunes the image tower only."""
     from dataclasses import replace
@@ -512,7 +551,7 @@ def test_generated_experiment_tunes_the_bundled_recipe_on_images_of_seen_pairs(t
     from mmgen.recipes import RECIPES, get_recipe
 
     spec = _experiments()["shapes-clip-generated"]
-    assert spec.init == "shapes-clip" and spec.init_parts == "all"
+    assert spec.init == "shapes-clip-eot" and spec.init_parts == "all"
     assert spec.freeze_text and spec.generated >= 1000 and 0 < spec.generated_prob < 1
     small = {"vision": {"layers": 1}, "text": {"layers": 1}}
     train = replace(get_recipe("shapes-clip-joint").train, steps=2, batch_size=8,
@@ -520,13 +559,13 @@ def test_generated_experiment_tunes_the_bundled_recipe_on_images_of_seen_pairs(t
     replace(get_recipe("shapes-clip-joint"), model_args=small, train=train,
             eval_items=8).run(tmp_path / "joint", "shapes-clip-joint")
     stand_in = str(tmp_path / "joint" / "model")  # for the bundled shapes-clip
-    monkeypatch.setitem(RECIPES, "shapes-clip", replace(
-        get_recipe("shapes-clip"), model_args=small, init_model=stand_in,
+    monkeypatch.setitem(RECIPES, "shapes-clip-eot", replace(
+        _experiments()["shapes-clip-eot"], model_args=small, init_model=stand_in,
         train=replace(train, seed=1), eval_items=8))
     tuned = replace(spec, model_args=small, init_model=stand_in, generated=4,
                     generated_prob=0.5, train=replace(train, seed=2), eval_items=8)
     results = tuned.run(tmp_path / "gen", "shapes-clip-generated")
-    before = load_state_dict(tmp_path / "gen" / "shapes-clip" / "run" / "ema.safetensors")
+    before = load_state_dict(tmp_path / "gen" / "shapes-clip-eot" / "run" / "ema.safetensors")
     after = load_state_dict(tmp_path / "gen" / "run" / "ema.safetensors")
     visual = [k for k in after if k.startswith("visual.")]
     assert any(not torch.equal(before[k], after[k]) for k in visual)
@@ -740,14 +779,17 @@ def test_clip_pairs_script_reads_each_held_out_pair(capsys):
 
 
 def test_bundled_shapes_t2i_conditions_on_the_bundled_shapes_clip_text_tower():
-    """shapes-clip's stage 2 froze the text tower, so shapes-t2i's copy of it is still exact."""
+    """shapes-clip's stage 2 froze the text tower, so shapes-t2i's copy of it is still exact
+    (the words head that makes shapes-clip's caption embeddings is not part of it)."""
     from mmgen.checkpoint import load_state_dict
+    from mmgen.clip.shapes import WORDS_HEAD_KEYS
     from mmgen.hub import model_dir
 
     clip = load_state_dict(model_dir("shapes-clip") / "model.safetensors")
     text = load_state_dict(model_dir("shapes-t2i") / "text_encoder" / "model.safetensors")
-    assert text and set(text) == {k for k in clip
-                                  if not k.startswith("visual.") and k != "logit_scale"}
+    assert set(WORDS_HEAD_KEYS) <= set(clip)
+    assert text and set(text) == {k for k in clip if not k.startswith("visual.")
+                                  and k != "logit_scale" and k not in WORDS_HEAD_KEYS}
     assert all(torch.equal(text[k], clip[k]) for k in text)
     encoder = mmgen.registry.PretrainedModel.from_pretrained(
         model_dir("shapes-t2i") / "text_encoder")

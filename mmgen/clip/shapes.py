@@ -11,11 +11,14 @@ here, as subclasses, so that the OpenAI / Stable Diffusion compatible configs of
 
 Registered: ``clip/shapes-tiny`` (``clip/tiny`` with the conv stem: recipe
 ``shapes-clip-joint``), ``clip/shapes-tiny-color-split`` (the same with the colour-split
-tower, reading exact renders: recipe ``shapes-clip``, the bundled model) and
-``clip/shapes-tiny-robust-split`` (its reading of real images: issue #24's experiments).
+tower, reading exact renders: the experiment ``shapes-clip-exact``) and
+``clip/shapes-tiny-robust-split`` (its reading of real images: recipe ``shapes-clip``, the
+bundled model, with ``text_head="words"``).
 State-dict keys are CLIP's, plus ``visual.vit.*``,
 ``visual.color.*`` and ``visual.color_proj.*`` for the colour-split tower (the ViT's keys under
-``visual.vit.``) and the ``token_map`` buffer for a restricted vocabulary.
+``visual.vit.``), the ``token_map`` buffer for a restricted vocabulary and
+``word_projection`` for the bag-of-words text head (``ShapesCLIPConfig.text_head="words"``,
+the bundled ``shapes-clip``).
 
 Shapes: N batch, S image side, C colour channels, E embedding, L text tokens, W text width,
 K kept tokens.
@@ -44,6 +47,8 @@ from mmgen.clip.model import (
 from mmgen.registry import register_presets
 
 CONTEXTS = ("last", "last+input")
+TEXT_HEADS = ("eot", "words")
+WORDS_HEAD_KEYS = ("word_projection",)  # the parameters of the "words" text head
 
 
 # ----------------------------------------------------------------------------- configs
@@ -63,8 +68,14 @@ class ShapesCLIPConfig(CLIPConfig):
     kept_tokens: int = 0  # > 0: a restricted vocabulary (ShapesCLIP.with_vocabulary):
     #   token_embedding has this many rows, read through the token_map buffer (ids -> rows;
     #   row 0 = every unknown id); 0 = the full BPE vocabulary
+    text_head: str = "eot"  # how a caption becomes its embedding (ShapesCLIP.encode_text):
+    #   "eot" (CLIP: the end-of-text state, projected) or "words" (the projected sum of the
+    #   caption's token embeddings: a bag of words; the transformer is not run)
 
     def __post_init__(self) -> None:
+        if self.text_head not in TEXT_HEADS:
+            raise ValueError(f"ShapesCLIPConfig.text_head={self.text_head!r}; choose one of "
+                             f"{TEXT_HEADS}")
         if self.kept_tokens < 0 or self.color_width < 1:
             raise ValueError(f"ShapesCLIPConfig: kept_tokens={self.kept_tokens} must be >= 0 "
                              f"(0 = the full vocabulary) and color_width={self.color_width} "
@@ -203,11 +214,44 @@ class ShapesCLIP(CLIP):
     config: ShapesCLIPConfig
 
     def _build_towers(self, config: ShapesCLIPConfig) -> None:
-        # CLIP's order (image tower, then text tower): one seed gives the same weights.
+        # CLIP's order (image tower, then text tower, then the words head): one seed gives
+        # the same weights.
         self.visual = (ColorSplitVision(config.vision, config.color_width, config.robust_split,
                                         config.sharp_silhouette)
                        if config.color_split else VisionTransformer(config.vision))
         self._build_text_tower(config.text, config.kept_tokens)
+        if config.text_head == "words":
+            w = config.text.width
+            self.word_projection = nn.Parameter(torch.empty(w, config.text.embed_dim))  # (W, E)
+            nn.init.normal_(self.word_projection, std=w**-0.5)
+
+    @property
+    def text_head_keys(self) -> tuple[str, ...]:
+        """Parameters of the text side that are not the text tower's (the words head): not
+        in :meth:`text_model`, and trained when the tower is frozen."""
+        return WORDS_HEAD_KEYS if self.config.text_head == "words" else ()
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Text embeddings (N, E) of token ids (N, L), by :attr:`ShapesCLIPConfig.text_head`.
+
+        ``"words"``: the sum of the caption's token embeddings (start and end of text
+        included, what follows not; no positional embedding, no transformer) times
+        ``word_projection`` (W, E). A bag of words is all a Shapes caption needs (one object;
+        colour, background and position words are distinct), and it is compositional by
+        construction: the embedding of "a purple circle" is that of "purple" plus that of
+        "circle" however rarely they met in training, as the colour-split image tower's is
+        the sum of what it sees of the colour and of the shape (docs/clip.md)."""
+        if self.config.text_head == "eot":
+            return super().encode_text(tokens, normalize)
+        rows = self._embedding_rows(tokens)  # (N, L)
+        length = torch.arange(tokens.shape[1], device=tokens.device)  # (L,)
+        real = length[None, :] <= self._pool_index(tokens)[:, None]  # (N, L): up to EOT
+        words = (self.token_embedding(rows) * real[..., None]).sum(1)  # (N, W)
+        embeds = words @ self.word_projection.to(words.dtype)  # (N, E)
+        return F.normalize(embeds, dim=-1) if normalize else embeds
+
+    def _text_state(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in super()._text_state().items() if k not in self.text_head_keys}
 
     def with_vocabulary(self, keep_tokens: Sequence[int]) -> ShapesCLIP:
         """A copy whose vocabulary is restricted to ``keep_tokens`` (all other ids map to one
@@ -290,10 +334,9 @@ _SHAPES_TINY = ShapesCLIPConfig(replace(_TINY.vision, stem="conv"), _TINY.text,
 SHAPES_PRESETS: dict[str, ShapesCLIPConfig] = {
     # clip/tiny with the conv stem: both towers of recipe shapes-clip-joint
     "shapes-tiny": _SHAPES_TINY,
-    # the same with the colour-split image tower for exact renders: recipe shapes-clip (the
-    # bundled model)
+    # the same with the colour-split image tower for exact renders (shapes-clip-exact)
     "shapes-tiny-color-split": replace(_SHAPES_TINY, color_split=True),
-    # ... reading real images: issue #24's experiments (shapes-clip-robust)
+    # ... reading real images: recipe shapes-clip (the bundled model, with text_head="words")
     "shapes-tiny-robust-split": replace(_SHAPES_TINY, color_split=True, robust_split=True),
 }
 register_presets("clip", SHAPES_PRESETS, ShapesCLIP)

@@ -8,7 +8,8 @@ of up to 4 px and zooms of up to 10 %), then measure it with
     python scripts/experiments/shapes_clip_robust.py --tower vit --steps 1500 --out runs/robust-vit
     python scripts/experiments/shapes_clip_robust.py --tower robust --out runs/robust-split
 
-``--tower finetune`` continues the first bundled colour-split tower (exact-render reading);
+``--tower finetune`` continues the bundled model's image tower (when this was run: the first
+bundled colour-split tower, exact-render reading);
 ``--tower vit`` trains a plain ViT image tower from scratch (the issue prefers a general
 tower); ``--tower robust`` a fresh colour-split tower with the robust reading
 (``ShapesCLIPConfig.robust_split``; 1,500 steps of it: the experimental recipe
@@ -30,16 +31,18 @@ import torch
 
 def build(tower: str) -> torch.nn.Module:
     import mmgen
-    from mmgen.clip.shapes import ShapesCLIP
+    from mmgen.clip.shapes import WORDS_HEAD_KEYS, ShapesCLIP
 
     bundled = mmgen.load("shapes-clip").float()
     model = bundled
     if tower in ("vit", "robust", "robust-sharp"):  # a fresh image tower, the bundled text
-        config = (replace(bundled.config, color_split=False) if tower == "vit"
-                  else replace(bundled.config, robust_split=True,
-                               sharp_silhouette=tower == "robust-sharp"))
+        #   tower with CLIP's end-of-text head (as when these were run)
+        base = replace(bundled.config, text_head="eot")
+        config = (replace(base, color_split=False) if tower == "vit"
+                  else replace(base, robust_split=True, sharp_silhouette=tower == "robust-sharp"))
         model = ShapesCLIP(config)
-        text = {k: v for k, v in bundled.state_dict().items() if not k.startswith("visual.")}
+        text = {k: v for k, v in bundled.state_dict().items()
+                if not k.startswith("visual.") and k not in WORDS_HEAD_KEYS}
         missing, unexpected = model.load_state_dict(text, strict=False)
         assert not unexpected and all(k.startswith("visual.") for k in missing)
         model.info = bundled.info
