@@ -133,3 +133,20 @@ def test_classify_cli_reads_real_digits_with_the_bundled_lenet(tmp_path, capsys)
     assert cli.main(["classify", *files, "--json"]) == 0
     predicted = [int(row["top"][0]["label"]) for row in json.loads(capsys.readouterr().out)]
     assert sum(p == t for p, t in zip(predicted, truth, strict=True)) >= 9
+
+
+def test_train_cli_sets_the_training_fast_path(tmp_path, capsys):
+    """--mixed-precision / --channels-last override the recipe's TrainConfig (recorded in
+    results.json); a value TrainConfig refuses is a one-line error, exit 2, nothing written."""
+    out = tmp_path / "run"
+    assert cli.main(["train", "classifier", "--steps", "2", "--batch-size", "8",
+                     "--mixed-precision", "bf16", "--channels-last", "--out", str(out)]) == 0
+    train = json.loads((out / "results.json").read_text())["recipe_config"]["train"]
+    assert train["mixed_precision"] == "bf16" and train["channels_last"] is True
+    assert train["compile"] is False  # not given: the recipe's
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert cli.main(["train", "classifier", "--steps", "2", "--mixed-precision", "fp8",
+                     "--out", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "mixed_precision='fp8'" in err and "Traceback" not in err and not bad.exists()

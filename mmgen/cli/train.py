@@ -39,6 +39,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=finite_float, help="peak learning rate (default: the "
                                                     "recipe's)")
     p.add_argument("--seed", type=train_seed, help="0 to 2**32-1 (default: the recipe's)")
+    p.add_argument("--mixed-precision", metavar="{no,auto,bf16,fp16}",
+                   help="autocast dtype: auto (bf16 where the CPU computes it natively), no, "
+                        "bf16, fp16 (default: the recipe's)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                   help="convolutions in channels_last (NHWC) memory format (default: the "
+                        "recipe's; docs/training.md)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="train through torch.compile; checkpoints and resuming are unchanged "
+                        "(default: the recipe's; docs/training.md)")
     p.set_defaults(func=cmd_train)
 
 
@@ -97,8 +106,9 @@ def _adhoc_recipe(args: argparse.Namespace):
 
 
 def _with_overrides(recipe, args: argparse.Namespace):
-    """``recipe`` with the --steps / --batch-size / --lr / --seed given on the command line
-    (the run keeps its shape: see TrainConfig.with_steps), and a recipe's --data folder."""
+    """``recipe`` with the --steps / --batch-size / --lr / --seed / --mixed-precision /
+    --channels-last / --compile given on the command line (the run keeps its shape: see
+    TrainConfig.with_steps), and a recipe's --data folder."""
     from dataclasses import replace
 
     from mmgen.recipes.color import ColorRecipe
@@ -111,9 +121,14 @@ def _with_overrides(recipe, args: argparse.Namespace):
             raise CLIError(f"--data {args.data}: no such folder of images")
         recipe = replace(recipe, data=args.data, targets={})
     train = recipe.train if args.steps is None else recipe.train.with_steps(args.steps)
-    given = {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
-    return replace(recipe, train=replace(train, **{k: v for k, v in given.items()
-                                                   if v is not None}))
+    given = {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+             "mixed_precision": args.mixed_precision, "channels_last": args.channels_last,
+             "compile": args.compile}
+    try:  # TrainConfig checks the values (the CLI does not import it to start up)
+        train = replace(train, **{k: v for k, v in given.items() if v is not None})
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    return replace(recipe, train=train)
 
 
 def _check_and_install(recipe, results: dict[str, float], folder: Path, name: str,
