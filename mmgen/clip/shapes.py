@@ -225,12 +225,6 @@ class ShapesCLIP(CLIP):
             self.word_projection = nn.Parameter(torch.empty(w, config.text.embed_dim))  # (W, E)
             nn.init.normal_(self.word_projection, std=w**-0.5)
 
-    @property
-    def text_head_keys(self) -> tuple[str, ...]:
-        """Parameters of the text side that are not the text tower's (the words head): not
-        in :meth:`text_model`, and trained when the tower is frozen."""
-        return WORDS_HEAD_KEYS if self.config.text_head == "words" else ()
-
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """Text embeddings (N, E) of token ids (N, L), by :attr:`ShapesCLIPConfig.text_head`.
 
@@ -251,7 +245,8 @@ class ShapesCLIP(CLIP):
         return F.normalize(embeds, dim=-1) if normalize else embeds
 
     def _text_state(self) -> dict[str, torch.Tensor]:
-        return {k: v for k, v in super()._text_state().items() if k not in self.text_head_keys}
+        # the words head is not part of the text tower (shapes-t2i's text encoder)
+        return {k: v for k, v in super()._text_state().items() if k not in WORDS_HEAD_KEYS}
 
     def with_vocabulary(self, keep_tokens: Sequence[int]) -> ShapesCLIP:
         """A copy whose vocabulary is restricted to ``keep_tokens`` (all other ids map to one

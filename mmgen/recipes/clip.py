@@ -90,9 +90,9 @@ class ClipRecipe(Recipe):
             load_init(model, final_weights(self.init, out_dir / self.init, resume),
                       self.init_parts)
         if self.freeze_text:  # the image tower, the logit scale and a words head train
-            trained = ("logit_scale", *getattr(model, "text_head_keys", ()))
             for n, p in model.named_parameters():
-                p.requires_grad_(n.startswith("visual.") or n in trained)
+                p.requires_grad_(n.startswith("visual.") or n == "logit_scale"
+                                 or n in WORDS_HEAD_KEYS)
         objective = ContrastiveObjective(model.tokenize)  # CLIP's BPE at its context length
         if self.data != "shapes":
             data = FolderPairs(self.data, model.config.vision.image_size, model.normalize_images)
@@ -190,8 +190,8 @@ def final_weights(name: str, out_dir: Path, resume: bool) -> dict[str, torch.Ten
 
 def load_init(model: torch.nn.Module, weights: dict[str, torch.Tensor], parts: str) -> None:
     """Load ``weights`` into ``model``: all of them, or (``parts="text"``) all but the image
-    tower's (``visual.*``) and a words head's (``model.text_head_keys``), which keep their
-    fresh initialisation."""
+    tower's (``visual.*``) and a words head's (``WORDS_HEAD_KEYS``), which keep their fresh
+    initialisation."""
     if parts not in INIT_PARTS:
         raise ValueError(f"ClipRecipe.init_parts={parts!r}; expected one of {INIT_PARTS}")
     if parts == "all":

@@ -31,7 +31,8 @@ import torch
 
 def build(tower: str) -> torch.nn.Module:
     import mmgen
-    from mmgen.clip.shapes import WORDS_HEAD_KEYS, ShapesCLIP
+    from mmgen.clip.shapes import ShapesCLIP
+    from mmgen.recipes.clip import load_init
 
     bundled = mmgen.load("shapes-clip").float()
     model = bundled
@@ -41,10 +42,7 @@ def build(tower: str) -> torch.nn.Module:
         config = (replace(base, color_split=False) if tower == "vit"
                   else replace(base, robust_split=True, sharp_silhouette=tower == "robust-sharp"))
         model = ShapesCLIP(config)
-        text = {k: v for k, v in bundled.state_dict().items()
-                if not k.startswith("visual.") and k not in WORDS_HEAD_KEYS}
-        missing, unexpected = model.load_state_dict(text, strict=False)
-        assert not unexpected and all(k.startswith("visual.") for k in missing)
+        load_init(model, bundled.state_dict(), "text")
         model.info = bundled.info
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith("visual.") or name == "logit_scale")
