@@ -85,6 +85,9 @@ def outputs() -> dict[str, torch.Tensor]:
     out["photo-colorizer/ab"] = colorizer.predict_ab(100 * torch.rand(1, 1, 32, 48, generator=g))
     chelsea = load_photo("chelsea", 80)  # 80 x 80 px, seen by the network at 64
     out["photo-colorizer/chelsea"] = pixels([colorize(chelsea, ColorizeRequest(size=64))])
+    photo = torch.from_numpy(np.array(load_photo("astronaut", 64))).permute(2, 0, 1)
+    photo = photo[None].float() / 255  # (1, 3, 64, 64)
+    out["style-fast/waves"] = mmgen.load("style-fast").stylize(photo, 2)
     return out
 
 

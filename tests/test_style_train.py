@@ -200,6 +200,43 @@ def test_adain_layout_anchor_adds_the_content_features_of_a_drawn_network(encode
         AdaINObjective(anchor_weight=-1.0)
 
 
+def test_adain_gram_term_is_each_images_gram_loss_against_its_own_style(encoder):
+    """gram_weight adds weight x the Gram loss of g(t) against its own style image at
+    FAST_STYLE_LAYERS of the drawn network; with the anchor, both use that one network."""
+    from mmgen.style.adain import adain
+    from mmgen.style.features import feature_network
+    from mmgen.style.losses import gram_matrix
+    from mmgen.style.train import FAST_STYLE_LAYERS
+
+    model = tiny_adain(encoder)
+    images = photos(48)
+    batch = (images[:2], images[2:])
+    networks = [feature_network("random", seed=seed) for seed in (0, 4)]
+    both = AdaINObjective(anchor_weight=3.0, anchor_networks=networks, gram_weight=2e4)
+    with torch.no_grad():
+        image = model.decoder(adain(model.encoder(batch[0]),
+                                    model.encoder.intermediate(batch[1])[-1]))
+        for seed in range(4):
+            torch.manual_seed(seed)
+            net = networks[int(torch.randint(2, ()))]
+            torch.manual_seed(seed)
+            out = both(model, batch)
+            ours, theirs = net(image, FAST_STYLE_LAYERS), net(batch[1], FAST_STYLE_LAYERS)
+            gram = sum(torch.nn.functional.mse_loss(gram_matrix(ours[k]), gram_matrix(theirs[k]))
+                       for k in FAST_STYLE_LAYERS) / len(FAST_STYLE_LAYERS)
+            torch.testing.assert_close(out["gram_loss"], gram)
+            anchor = torch.nn.functional.mse_loss(net(image, ["relu2_1"])["relu2_1"],
+                                                  net(batch[0], ["relu2_1"])["relu2_1"])
+            torch.testing.assert_close(out["anchor_loss"], anchor)
+            paper = AdaINObjective()(model, batch)
+            torch.testing.assert_close(out["loss"], paper["loss"] + 3.0 * anchor + 2e4 * gram)
+    swapped = both(model, (batch[0], batch[1].flip(0)))  # each image against the other style
+    assert not torch.allclose(swapped["gram_loss"], out["gram_loss"])
+    assert AdaINObjective(gram_weight=1.0).anchor_networks[0].config.seed == 0
+    with pytest.raises(ValueError, match="must be >= 0"):
+        AdaINObjective(gram_weight=-1.0)
+
+
 # ----------------------------------------------------------------------------- random encoder
 
 

@@ -274,7 +274,9 @@ class AdaINRecipe(StyleRecipe):
     style_size: int = 512  # side at which styles are drawn before random-scale crops (px)
     style_weight: float = 10.0  # AdaINObjective.style_weight (the paper's lambda)
     anchor_weight: float = 0.0  # AdaINObjective.anchor_weight (0: the paper's loss)
-    anchor_seeds: tuple[int, ...] = (0,)  # seeds of the anchor's random loss networks
+    anchor_seeds: tuple[int, ...] = (0,)  # seeds of the anchor's (and Gram term's) random
+    #   loss networks
+    gram_weight: float = 0.0  # AdaINObjective.gram_weight (0: the paper's loss)
 
     def setup(self, out_dir: Path, resume: bool) -> Setup:
         unknown = sorted(set(self.held_out) - set(list_styles()))
@@ -289,7 +291,8 @@ class AdaINRecipe(StyleRecipe):
                           seed=self.train.seed + len(self.photo_sizes))
         optimizer = torch.optim.Adam(model.decoder.parameters(), lr=self.train.lr)
         objective = AdaINObjective(self.style_weight, self.anchor_weight,
-                                   random_networks(self.anchor_seeds))
+                                   random_networks(self.anchor_seeds),
+                                   gram_weight=self.gram_weight)
         return Setup(model, objective, data, optimizers=[optimizer],
                      info={"encoder": f"random_encoder(seed={self.encoder_seed}): seeded, "
                                       "LSUV-calibrated, not ImageNet VGG weights",
@@ -297,6 +300,7 @@ class AdaINRecipe(StyleRecipe):
                            "held_out_styles": list(self.held_out),
                            "anchor_weight": self.anchor_weight,
                            "anchor_seeds": list(self.anchor_seeds),
+                           "gram_weight": self.gram_weight,
                            "content": content_photos()})
 
     def train_styles(self) -> list[str]:

@@ -199,24 +199,36 @@ class AdaINObjective:
     decoder behind a random encoder otherwise matches t's relu4_1 statistics without the
     content's layout (docs/style.md); the anchor keeps the contours that relu4_1 misses.
 
+    With ``gram_weight`` > 0, a second term the paper does not have: ``gram_weight`` times
+    the Gram style loss of g(t) against its own style image at ``gram_layers`` of the same
+    drawn network (:class:`FastStyleObjective`'s style term, each image against its own
+    style). Mean and deviation of the encoder's channels do not capture how channels vary
+    together (the strokes' shapes); the Grams of the loss networks do.
+
     Args:
         style_weight: lambda of eq. 11 (the paper's 10).
         anchor_weight: weight of the layout anchor (0: the paper's loss).
-        anchor_networks: the anchor's loss networks (default ``feature_network("random")``).
+        anchor_networks: the random loss networks of the anchor and Gram terms (default
+            ``feature_network("random")``).
         anchor_layer: the anchor's layer.
+        gram_weight: weight of the Gram style term (0: the paper's loss).
+        gram_layers: its layers, averaged.
     """
 
     def __init__(self, style_weight: float = 10.0, anchor_weight: float = 0.0,
                  anchor_networks: Sequence[FeatureNetwork] | None = None,
-                 anchor_layer: str = FAST_CONTENT_LAYER):
-        if not style_weight >= 0 or not anchor_weight >= 0:
-            raise ValueError(f"style_weight and anchor_weight must be >= 0, got {style_weight} "
-                             f"and {anchor_weight}")
+                 anchor_layer: str = FAST_CONTENT_LAYER, gram_weight: float = 0.0,
+                 gram_layers: Sequence[str] = FAST_STYLE_LAYERS):
+        if not min(style_weight, anchor_weight, gram_weight) >= 0:
+            raise ValueError(f"style_weight, anchor_weight and gram_weight must be >= 0, got "
+                             f"{style_weight}, {anchor_weight} and {gram_weight}")
         self.style_weight, self.anchor_weight = style_weight, anchor_weight
+        self.gram_weight, self.gram_layers = gram_weight, tuple(gram_layers)
+        uses_networks = anchor_weight > 0 or gram_weight > 0
         self.anchor_networks = list(anchor_networks) if anchor_networks is not None else (
-            [feature_network("random")] if anchor_weight else [])
-        if anchor_weight and not self.anchor_networks:
-            raise ValueError("anchor_weight > 0 needs at least one anchor network")
+            [feature_network("random")] if uses_networks else [])
+        if uses_networks and not self.anchor_networks:
+            raise ValueError("anchor_weight or gram_weight > 0 needs at least one loss network")
         self.anchor_layer = anchor_layer
 
     def __call__(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
@@ -238,13 +250,21 @@ class AdaINObjective:
             style_term = style_term + F.mse_loss(mean, target_mean) + F.mse_loss(std, target_std)
         loss = content_term + self.style_weight * style_term  # eq. 11
         terms = {"content_loss": content_term.detach(), "style_loss": style_term.detach()}
-        if self.anchor_weight:
+        if self.anchor_weight or self.gram_weight:
             net = self.anchor_networks[draw_network(self.anchor_networks)].to(image.device)
-            with torch.no_grad():
-                target = net(content, [self.anchor_layer])
-            anchor = content_loss(net(image, [self.anchor_layer]), target)
-            loss = loss + self.anchor_weight * anchor
-            terms["anchor_loss"] = anchor.detach()
+            if self.anchor_weight:
+                with torch.no_grad():
+                    target = net(content, [self.anchor_layer])
+                anchor = content_loss(net(image, [self.anchor_layer]), target)
+                loss = loss + self.anchor_weight * anchor
+                terms["anchor_loss"] = anchor.detach()
+            if self.gram_weight:
+                with torch.no_grad():
+                    grams = {k: gram_matrix(v)  # {layer: (B, C, C)}, each image's own style
+                             for k, v in net(style, self.gram_layers).items()}
+                gram = style_loss(net(image, self.gram_layers), grams)
+                loss = loss + self.gram_weight * gram
+                terms["gram_loss"] = gram.detach()
         return {"loss": loss, **terms}
 
 

@@ -2,6 +2,7 @@
 
     python scripts/experiments/style_fast_variants.py noise-start           # the losses alone
     python scripts/experiments/style_fast_variants.py gatys-layers          # Gatys' content layer
+    python scripts/experiments/style_fast_variants.py texture               # style-fast's texture
     python scripts/experiments/style_fast_variants.py skip --steps 600 --out runs/fast-skip
     python scripts/experiments/style_fast_variants.py skip-1e6 --steps 2400 --out runs/s6
     python scripts/experiments/style_fast_variants.py content-10 --steps 2400 --out runs/c10
@@ -25,9 +26,14 @@ change each (results.json in OUT, the recipe's evaluation):
   0-3: ``FastStyleRecipe.loss_seeds``) instead of one; ``multinet-content-10`` with content
   weight 10 too (the bundled recipe's settings, but EMA 0.999); ``multinet-style-1.7x`` and
   ``-3x`` with the style weights 1.7x and 3x (EMA 0.99); ``multinet-layers-3x`` with the
-  content at relu1_1 and relu2_1;
+  content at relu1_1 and relu2_1; ``wide`` the bundled recipe with the published-width
+  TransformerNet;
 * ``adain-anchor-3`` / ``adain-anchor-10``: ``style-adain`` with AdaINObjective's layout
-  anchor at that weight (four random networks).
+  anchor at that weight (four random networks); ``adain-gram-300000``: the anchor at 10 and
+  AdaINObjective's Gram term at 3e5 on the same networks.
+
+``texture`` prints, for the bundled ``style-fast``, the Gram loss reduction per layer and
+the share of smooth-ramp pixels (LBP code 4 at radius 1) in style, content and output.
 
 ``checkpoint`` also prints the style loss reduction on a random network of seed 7, which no
 variant trains on (``held_out_network_*``).
@@ -59,9 +65,14 @@ VARIANTS = {
     "multinet-layers-3x": {"loss_seeds": (0, 1, 2, 3), "content_weight": 10.0,
                            "content_layers": ("relu1_1", "relu2_1"),
                            "style_weights": (9e5, 2.7e6, 9e5), "train": {"ema_decay": 0.99}},
+    # the bundled recipe with the published-width TransformerNet (32/64/128 channels)
+    "wide": {"model": "style/transformer-net"},
     # style-adain with the layout anchor (AdaINObjective.anchor_weight)
     **{f"adain-anchor-{w:g}": {"anchor_weight": w, "anchor_seeds": (0, 1, 2, 3)}
        for w in (3.0, 10.0)},
+    # the anchor at 10 and AdaINObjective's Gram style term on the same four networks
+    "adain-gram-300000": {"anchor_weight": 10.0, "anchor_seeds": (0, 1, 2, 3),
+                          "gram_weight": 3e5},
 }
 HELD_OUT_SEED = 7  # a random loss network none of the variants trains on
 NOISE_START = [(("relu2_1",), 1.0), (("relu1_1",), 1.0), (("relu3_1",), 1.0),
@@ -131,6 +142,47 @@ def gatys_layers() -> None:
             "texture_distance_reduction")}, flush=True)
 
 
+def texture() -> None:
+    """Where the bundled style-fast's texture falls short: the Gram loss per layer of the
+    content and of the output (seed-0 network), and the share of pixels whose radius-1
+    uniform LBP code is 4 (half the neighbours brighter: smooth ramps) in the style, the
+    content and the output; astronaut and chelsea x the network's styles at 256 px."""
+    import torch
+    import torch.nn.functional as F
+    from skimage.feature import local_binary_pattern
+
+    import mmgen
+    from mmgen.data.photos import load_photo
+    from mmgen.recipes.style import image_tensor
+    from mmgen.style.features import feature_network
+    from mmgen.style.losses import gram_matrix
+    from mmgen.style.styles import load_style
+    from mmgen.style.train import FAST_STYLE_LAYERS
+
+    def ramps(image: torch.Tensor) -> float:
+        luma = (image[0].permute(1, 2, 0) @ torch.tensor([0.299, 0.587, 0.114])) * 255
+        codes = local_binary_pattern(luma.round().byte().numpy(), 8, 1, method="uniform")
+        return float((codes == 4).mean())
+
+    def grams(image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: gram_matrix(v) for k, v in net(image, FAST_STYLE_LAYERS).items()}
+
+    net, model = feature_network("random"), mmgen.load("style-fast")
+    for index, name in enumerate(model.config.styles):
+        style = image_tensor(load_style(name, 256))
+        target = grams(style)
+        for photo in ("astronaut", "chelsea"):
+            content = image_tensor(load_photo(photo, 256))
+            with torch.no_grad():
+                output = model.stylize(content, index)
+                before, after = grams(content), grams(output)
+            layers = " ".join(
+                f"{k} {F.mse_loss(before[k], target[k]) / F.mse_loss(after[k], target[k]):.1f}x"
+                for k in FAST_STYLE_LAYERS)
+            print(f"{name} x {photo}: Gram loss lower by {layers}; LBP code 4: style "
+                  f"{ramps(style):.3f}, content {ramps(content):.3f}, output {ramps(output):.3f}")
+
+
 def checkpoint(name: str, weights: str) -> None:
     from mmgen.checkpoint import load_state_dict
     from mmgen.registry import create_model
@@ -155,7 +207,7 @@ def held_out_network(recipe, model) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["noise-start", "gatys-layers", "checkpoint",
+    parser.add_argument("what", choices=["noise-start", "gatys-layers", "texture", "checkpoint",
                                          *VARIANTS])
     parser.add_argument("--steps", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--out", default=None, help="run folder of a training variant")
@@ -166,6 +218,8 @@ def main() -> None:
         noise_start()
     elif args.what == "gatys-layers":
         gatys_layers()
+    elif args.what == "texture":
+        texture()
     elif args.what == "checkpoint":
         if not (args.variant and args.weights):
             parser.error("checkpoint needs --variant and --weights")
