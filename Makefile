@@ -60,11 +60,8 @@ test-fast: setup
 # Speed against diffusers on the same weights (issue #22: docs/performance.md), then the rest.
 # About 40 minutes on 2 cores; the sampler curves only measure rows missing from their cache.
 bench: $(STAMP)
-	$(PY) benchmarks/unet_step.py --markdown
 	$(PY) scripts/sampler_curves.py --workers 2
-	$(PY) benchmarks/shapes_image.py --compile
-	$(PY) benchmarks/train_step.py
-	$(PY) benchmarks/generate_cli.py
+	$(PY) benchmarks/report.py --write
 	$(PY) benchmarks/attention.py
 	$(PY) benchmarks/attention.py --dtype bf16 --batch 2 --heads 8 --dim 40 \
 		--lengths 1024 4096 --backends sdpa tiled

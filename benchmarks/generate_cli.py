@@ -16,6 +16,7 @@ commands, and the difference (issue #22's target: at most 0.5 s).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -34,6 +35,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None, help="default: mmgen generate's default")
     parser.add_argument("--prompt", default=PROMPT)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
 
     out = Path(tempfile.mkdtemp(prefix="mmgen-generate-bench-"))
@@ -53,14 +55,24 @@ def main(argv=None) -> int:
             print(proc.stderr, file=sys.stderr)
             return proc.returncode
         pixels.append(np.asarray(Image.open(target)))
-        print(f"run {i + 1}: {seconds[-1]:.2f} s  -> {target}")
     same = all(np.array_equal(p, pixels[0]) for p in pixels)
-    median, floor = statistics.median(seconds), statistics.median(torch_seconds)
-    print(f"median {median:.2f} s, slowest {max(seconds):.2f} s "
-          f"(target < 10 s); identical pixels across runs: {'yes' if same else 'NO'}")
-    print(f"python -c 'import torch': median {floor:.2f} s; mmgen generate takes "
-          f"{median - floor:+.2f} s more (target: at most +0.50 s)")
+    result = {"seconds": seconds, "import_torch_seconds": torch_seconds,
+              "median": statistics.median(seconds),
+              "import_torch_median": statistics.median(torch_seconds),
+              "identical_pixels": same}
+    print(json.dumps(result, indent=2) if args.json else markdown(result))
     return 0 if same else 1
+
+
+def markdown(result: dict) -> str:
+    """The text of a ``--json`` result (what the script prints without it)."""
+    median, floor, seconds = result["median"], result["import_torch_median"], result["seconds"]
+    lines = [f"run {i + 1}: {s:.2f} s" for i, s in enumerate(seconds)]
+    lines += [f"median {median:.2f} s, slowest {max(seconds):.2f} s (target < 10 s); identical "
+              f"pixels across runs: {'yes' if result['identical_pixels'] else 'NO'}",
+              f"python -c 'import torch': median {floor:.2f} s; mmgen generate takes "
+              f"{median - floor:+.2f} s more (target: at most +0.50 s)"]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -115,20 +115,22 @@ def main(argv=None) -> int:
     for r in rows:
         r["speedup_per_image"] = base["seconds_per_image"] / r["seconds_per_image"]
         r["speedup_one_image"] = base["seconds_one_image"] / r["seconds_one_image"]
-    if args.json:
-        print(json.dumps({"n": args.n, "threads": torch.get_num_threads(), "rows": rows},
-                         indent=2))
-        return 0
-    print(f"{args.n} test prompts, batches of {BATCH}, guidance {guidance:g}, "
-          f"{torch.get_num_threads()} threads.\n")
-    print("| configuration | all 5 right | s / image (batches of 50) | speed-up | s for one "
-          "image alone | speed-up |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['config']} | {100 * r['adherence']:.1f}% | {r['seconds_per_image']:.4f} | "
-              f"{r['speedup_per_image']:.1f}x | {r['seconds_one_image']:.3f} | "
-              f"{r['speedup_one_image']:.1f}x |")
+    result = {"n": args.n, "batch": BATCH, "guidance": guidance,
+              "threads": torch.get_num_threads(), "rows": rows}
+    print(json.dumps(result, indent=2) if args.json else markdown(result))
     return 0
+
+
+def markdown(result: dict) -> str:
+    """The markdown of a ``--json`` result (what the script prints without it)."""
+    lines = [f"{result['n']} test prompts, batches of {result['batch']}, guidance "
+             f"{result['guidance']:g}, {result['threads']} threads.", "",
+             "| configuration | all 5 right | s / image (batches of 50) | speed-up | s for one "
+             "image alone | speed-up |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['config']} | {100 * r['adherence']:.1f}% | {r['seconds_per_image']:.4f} | "
+              f"{r['speedup_per_image']:.1f}x | {r['seconds_one_image']:.3f} | "
+              f"{r['speedup_one_image']:.1f}x |" for r in result["rows"]]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -127,20 +127,23 @@ def main(argv=None) -> int:
     base = rows[0]["steps_per_s"]
     for r in rows:
         r["speedup"] = r["steps_per_s"] / base
-    if args.json:
-        print(json.dumps({"steps": args.steps, "threads": torch.get_num_threads(),
-                          "rows": rows}, indent=2))
-        return 0
-    print(f"shapes-t2i U-Net ({sum(v.numel() for v in init.values()) / 1e6:.1f} M parameters), "
-          f"batch {BATCH}, {args.steps} steps per configuration, rates over steps "
-          f"{args.warmup + 1}-{args.steps}, {torch.get_num_threads()} threads.\n")
-    print("| configuration | steps / s | x diffusers | first steps incl. compile (s) | "
-          "mean loss |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['config']} | {r['steps_per_s']:.2f} | {r['speedup']:.2f} | "
-              f"{r['first_steps_s']:.1f} | {r['loss']:.4f} |")
+    result = {"parameters": sum(v.numel() for v in init.values()), "batch": BATCH,
+              "steps": args.steps, "warmup": args.warmup, "threads": torch.get_num_threads(),
+              "rows": rows}
+    print(json.dumps(result, indent=2) if args.json else markdown(result))
     return 0
+
+
+def markdown(result: dict) -> str:
+    """The markdown of a ``--json`` result (what the script prints without it)."""
+    lines = [f"shapes-t2i U-Net ({result['parameters'] / 1e6:.1f} M parameters), batch "
+             f"{result['batch']}, {result['steps']} steps per configuration, rates over steps "
+             f"{result['warmup'] + 1}-{result['steps']}, {result['threads']} threads.", "",
+             "| configuration | steps / s | x diffusers | first steps incl. compile (s) | "
+             "mean loss |", "|---|---|---|---|---|"]
+    lines += [f"| {r['config']} | {r['steps_per_s']:.2f} | {r['speedup']:.2f} | "
+              f"{r['first_steps_s']:.1f} | {r['loss']:.4f} |" for r in result["rows"]]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled row")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    parser.add_argument("--json", action="store_true", help="print JSON (the default)")
     parser.add_argument("--compile-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -160,10 +161,8 @@ def main(argv=None) -> int:
                                    dtype_name(dtype): matmul_peak(dtype)},
             "compile_seconds": None if args.no_compile else compile_seconds(args.batch,
                                                                             args.latent)}
-    if args.markdown:
-        print_markdown(info, rows, args.repeats)
-    else:
-        print(json.dumps({**info, "rows": rows}, indent=2))
+    result = {**info, "repeats": args.repeats, "rows": rows}
+    print(markdown(result) if args.markdown else json.dumps(result, indent=2))
     return 0
 
 
@@ -181,26 +180,28 @@ def dtype_name(dtype) -> str:
         "float32", "fp32")
 
 
-def print_markdown(info: dict, rows: list[dict], repeats: int) -> None:
-    peak = info["matmul_peak_gflops"]
-    print(f"Batch {info['batch']}, {info['latent']}x{info['latent']} latent, 77-token context, "
-          f"{info['threads']} threads, torch {info['torch']}, median of {repeats} "
-          f"round-robin steps. One step: {info['step_gflop']:.0f} GFLOP (matmuls and "
-          f"convolutions); measured matmul peak: "
-          + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items())
-          + f". Output magnitude: max |out| {info['output_abs_max']:.2f}.\n")
-    print("| configuration | s / step | x diffusers fp32 | x diffusers bf16 + CL | GFLOP/s "
-          "| max abs diff to diffusers fp32 |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['config']} | {r['seconds']:.2f} | {r['speedup_vs_diffusers_fp32']:.2f} | "
+def markdown(result: dict) -> str:
+    """The markdown of a ``--json`` result (what ``--markdown`` prints)."""
+    peak = result["matmul_peak_gflops"]
+    lines = [
+        f"Batch {result['batch']}, {result['latent']}x{result['latent']} latent, 77-token "
+        f"context, {result['threads']} threads, torch {result['torch']}, median of "
+        f"{result['repeats']} round-robin steps. One step: {result['step_gflop']:.0f} GFLOP "
+        "(matmuls and convolutions); measured matmul peak: "
+        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items())
+        + f". Output magnitude: max |out| {result['output_abs_max']:.2f}.", "",
+        "| configuration | s / step | x diffusers fp32 | x diffusers bf16 + CL | GFLOP/s "
+        "| max abs diff to diffusers fp32 |",
+        "|---|---|---|---|---|---|"]
+    lines += [f"| {r['config']} | {r['seconds']:.2f} | {r['speedup_vs_diffusers_fp32']:.2f} | "
               f"{r['speedup_vs_diffusers_bf16']:.2f} | {r['gflops_per_s']:.0f} | "
-              f"{r['max_abs_diff']:.1e} |")
-    if info["compile_seconds"]:
-        c = info["compile_seconds"]
-        print(f"\nCompiled: first call {c['cold']:.0f} s into an empty cache, {c['cached']:.0f} s "
-              "in a new process from that cache (one-off; later calls are the warm row).")
-
+              f"{r['max_abs_diff']:.1e} |" for r in result["rows"]]
+    if result["compile_seconds"]:
+        c = result["compile_seconds"]
+        lines += ["", f"Compiled: first call {c['cold']:.0f} s into an empty cache, "
+                  f"{c['cached']:.0f} s in a new process from that cache (one-off; later calls "
+                  "are the warm row)."]
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,15 +9,14 @@ the cache; a missing AdaIN model is a clear error before anything is stylized, a
 benchmark reports it as "not installed" (and times the bundled fast model).
 """
 
-import importlib.util
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_script
 from PIL import Image
 
 import mmgen.style.transfer
@@ -27,16 +26,6 @@ from mmgen.style.styles import load_style
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--methods", "gatys", "--photos", "astronaut", "--styles", "swirls", "--size", "48",
         "--steps", "6"]
-
-
-def load_script(relative: str):
-    path = ROOT / relative
-    name = f"{path.parent.name}_{path.stem}"  # scripts_style_results, benchmarks_style
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
