@@ -31,6 +31,8 @@ ARCHITECTURES = [  # (registered name, overrides, input (C, H, W))
     ("cnn/resnet50", {}, (3, 224, 224)),
     ("cnn/se_resnet50", {}, (3, 224, 224)),
     ("cnn/resnet18", {"stem": "small", "in_channels": 1, "num_classes": 10}, (1, 32, 32)),
+    ("cnn/resnet18", {"stem": "small", "in_channels": 1, "num_classes": 10, "width": 16},
+     (1, 32, 32)),
     ("cnn/attribute_net", {}, (3, 64, 64)),
 ]
 
@@ -211,6 +213,10 @@ def main() -> None:
         "generative models, not from their judge) with blur/noise/colour-shift augmentation, and",
         "is measured on 2,000 items of each split, clean and perturbed. Training times are",
         "wall-clock on the 2-core CPU (bf16 autocast for ResNet-18 and the Shapes classifier).",
+        "`mnist-resnet18` is ResNet-18 at width 16 (`ResNetConfig.width`: 16/32/64/128",
+        "channels, 1/16 of the parameters); trained on one thread beside another job, it",
+        "reached 98.80%, where the full-width network (its recipe until 2026-12-03) reached",
+        "99.10% in 12.3 min and took 21.3 MB in fp16.",
         "",
         *bundled_table("cnn"),
         "",

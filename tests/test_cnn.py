@@ -204,6 +204,23 @@ def test_se_adds_the_expected_parameters_and_changes_the_output():
         torch.testing.assert_close(se(x), plain(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_resnet_width_scales_every_stage(name):
+    """width=16 is torchvision's network with every stage's channels / 4 (64 -> 16 ..)."""
+    with torch.device("meta"):
+        narrow = mmgen.create_model(f"cnn/{name}", width=16, num_classes=10)
+        ref = _tv(name, num_classes=10)
+    expected = {k: torch.Size(d // 4 if d % 64 == 0 else d for d in v.shape)
+                for k, v in ref.state_dict().items()}
+    assert {k: v.shape for k, v in narrow.state_dict().items()} == expected
+    x = torch.randn(2, 3, 32, 32)
+    small = mmgen.create_model(f"cnn/{name}", width=16, num_classes=10, stem="small").eval()
+    assert small.forward_features(x).shape == (2, 128 * (4 if name == "resnet50" else 1))
+    assert small(x).shape == (2, 10)
+    with pytest.raises(ValueError, match="width must be >= 1"):
+        mmgen.create_model(f"cnn/{name}", width=0)
+
+
 def test_zero_init_residual_zeroes_last_bn():
     model = ResNet(ResNetConfig(layers=(1, 1, 1, 1), bottleneck=True, zero_init_residual=True))
     assert all(not b.bn3.weight.any() for b in model.modules()

@@ -13,7 +13,11 @@ unchanged (see :func:`mmgen.interop.from_torchvision`).
 * ``stem="small"`` (CIFAR-style, for 28-64 px inputs): conv1 is 3x3 stride 1 and there is no
   max-pool, so a 32 px image reaches layer4 at 4x4. Both stems accept any input >= 1 px.
 
-``forward_features`` returns the globally average-pooled layer4 output (N, 512 * expansion).
+* ``width`` (default 64, torchvision's) sets the channels of conv1 and layer1; each later stage
+  doubles them. Narrower ResNets (e.g. 16: 1/16 of the parameters) suit small datasets.
+
+``forward_features`` returns the globally average-pooled layer4 output (N, 8 * width *
+expansion; 512 * expansion at the default width).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class ResNetConfig:
     stem: str = "imagenet"  # "imagenet" (7x7/2 conv1 + 3x3/2 max-pool) or "small" (3x3/1 conv1)
     se_reduction: int = 0  # squeeze-excitation channel reduction r (Hu et al. use 16); 0 = off
     zero_init_residual: bool = False  # zero the last BN of each block: blocks start as identity
+    width: int = 64  # channels of conv1 and layer1; layer2..4 have 2x, 4x, 8x (64: torchvision)
 
 
 class SqueezeExcite(nn.Module):
@@ -124,20 +129,24 @@ class ResNet(Classifier):
             raise ValueError(f"ResNet stem must be 'imagenet' or 'small', got {config.stem!r}")
         if len(config.layers) != 4 or min(config.layers) < 1:
             raise ValueError(f"ResNet needs 4 stages of >= 1 block each, got {config.layers}")
+        if config.width < 1:
+            raise ValueError(f"ResNet width must be >= 1 channel, got {config.width}")
         if config.se_reduction < 0:
             raise ValueError(f"se_reduction must be >= 0 (0 = off), got {config.se_reduction}")
         self.in_channels = config.in_channels
         block = Bottleneck if config.bottleneck else BasicBlock
+        channels = config.width
         if config.stem == "small":
-            self.conv1 = nn.Conv2d(config.in_channels, 64, 3, padding=1, bias=False)
+            self.conv1 = nn.Conv2d(config.in_channels, channels, 3, padding=1, bias=False)
             self.maxpool = nn.Identity()
         else:
-            self.conv1 = nn.Conv2d(config.in_channels, 64, 7, stride=2, padding=3, bias=False)
+            self.conv1 = nn.Conv2d(config.in_channels, channels, 7, stride=2, padding=3,
+                                   bias=False)
             self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.bn1 = nn.BatchNorm2d(channels)
         self.relu = nn.ReLU()
-        channels = 64
-        for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), config.layers, strict=True)):
+        widths = [config.width * 2**i for i in range(4)]  # 64, 128, 256, 512 at width 64
+        for i, (planes, blocks) in enumerate(zip(widths, config.layers, strict=True)):
             stride = 1 if i == 0 else 2
             stage = []
             for j in range(blocks):
@@ -170,10 +179,11 @@ class ResNet(Classifier):
         return self.fc
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, D)
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, H/4, W/4) | small: H, W
-        x = self.layer2(self.layer1(x))  # (N, 128 * e, H/8, W/8) | small: H/2, W/2
-        x = self.layer4(self.layer3(x))  # (N, 512 * e, H/32, W/32) | small: H/8, W/8
-        return torch.flatten(self.avgpool(x), 1)  # (N, 512 * expansion)
+        # w = config.width (64 as torchvision), e = block expansion (4 for bottlenecks)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, w, H/4, W/4) | small: H, W
+        x = self.layer2(self.layer1(x))  # (N, 2w * e, H/8, W/8) | small: H/2, W/2
+        x = self.layer4(self.layer3(x))  # (N, 8w * e, H/32, W/32) | small: H/8, W/8
+        return torch.flatten(self.avgpool(x), 1)  # (N, 8w * e)
 
 
 # torchvision's depths (He et al. 2016, table 1) and SE-ResNets (Hu et al. 2018).
