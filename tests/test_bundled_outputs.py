@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 import mmgen
 from mmgen.color.colorize import ColorizeRequest, colorize
 from mmgen.data.photos import load_photo
+from mmgen.style.styles import load_style
 
 REFERENCE = Path(__file__).parent / "data" / "bundled_outputs.safetensors"
 
@@ -88,6 +89,8 @@ def outputs() -> dict[str, torch.Tensor]:
     photo = torch.from_numpy(np.array(load_photo("astronaut", 64))).permute(2, 0, 1)
     photo = photo[None].float() / 255  # (1, 3, 64, 64)
     out["style-fast/waves"] = mmgen.load("style-fast").stylize(photo, 2)
+    waves = torch.from_numpy(np.array(load_style("waves", 48))).permute(2, 0, 1)[None] / 255
+    out["style-adain/waves"] = mmgen.load("style-adain").stylize(photo, waves.float())
     return out
 
 

@@ -275,7 +275,23 @@ def test_list(capsys):
     for name in ("mosaic", "swirls", "hubble_deep_field", "astronaut", "chelsea"):
         assert name in out
     assert "fast:  style-fast (bundled; styles swirls, pointillism, waves;" in out
+    assert "adain: style-adain (bundled; --method adain runs it)" in out
+
+
+def test_missing_models_name_their_recipes(files, tmp_path, monkeypatch, capsys):
+    """Without the bundled folder (a package built without weights) and with nothing
+    installed, --list and the methods that need a model say how to make it."""
+    import mmgen.hub
+
+    monkeypatch.setattr(mmgen.hub, "BUNDLED_DIR", tmp_path / "no-bundled-models")
+    code, out, _ = run(capsys, "style --list")
+    assert code == 0
     assert "adain: none (make it with mmgen train --recipe style-adain --install)" in out
+    assert "fast:  none (make it with mmgen train --recipe style-fast --install)" in out
+    for method, name in (("adain", "style-adain"), ("fast", "style-fast")):
+        style = files / "style.png" if method == "adain" else "swirls"
+        run_refused(capsys, "style", f"{files / 'content.png'} {style} --method {method} "
+                    "--size 64", tmp_path / "out.png", f"mmgen train --recipe {name}")
 
 
 # ----------------------------------------------------------------------------- input kinds
@@ -383,7 +399,6 @@ BAD = {
     "fast with an image": ("{c} {s} --method fast", "use method gatys or adain"),
     "fast with weights and a style": ("{c} mosaic {fast}", "give no style"),
     "fast style weights": ("{c} {fast} --style-weights 1", "give no style_weights"),
-    "adain not installed": ("{c} {s} --method adain", "mmgen train --recipe style-adain"),
     "missing weights": ("{c} --method fast --weights {t}/nope.pth", "no such file or folder"),
     "wrong weights file": ("{c} --method fast --weights {d}/wrong.safetensors",
                            "the weights do not fit"),

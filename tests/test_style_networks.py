@@ -552,3 +552,29 @@ def test_slim_adain_halves_the_encoder_and_decodes_its_features(tmp_path):
         load_adain(enc, dec)
     with pytest.raises(ValueError, match="encoder_width"):
         create_model("style/adain-slim", encoder_width=0.001)
+
+
+def test_adain_depth_3_is_the_published_layout_cut_at_relu3_1():
+    """depth=3: the encoder is the depth-4 encoder's layers 0..17 (to relu3_1), the decoder
+    the depth-4 decoder's layers 13.. (from the mirror of conv3_1); the same weights give the
+    same features and images, at 1/4 instead of 1/8 of the image's side."""
+    torch.manual_seed(0)
+    deep = create_model("style/adain-slim").eval()
+    shallow = create_model("style/adain-slim", depth=3).eval()
+    encoder = {k: v for k, v in deep.encoder.state_dict().items() if int(k.split(".")[0]) < 18}
+    shallow.encoder.load_state_dict(encoder)
+    tail = torch.nn.Sequential(*list(deep.decoder)[13:])
+    shallow.decoder.load_state_dict(tail.state_dict())
+    x, s = torch.rand(2, 3, 21, 30), torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        feats = shallow.encoder.intermediate(x)
+        assert [f.shape[1:] for f in feats] == [(32, 21, 30), (64, 11, 15), (128, 6, 8)]
+        for ours, theirs in zip(feats, deep.encoder.intermediate(x)[:3], strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+        t = shallow.mix(shallow.encode(x), shallow.encode(s))
+        torch.testing.assert_close(shallow(x, s), tail(t)[..., :21, :30], rtol=0, atol=0)
+    shallow.stylize(torch.rand(1, 3, 5, 5), torch.rand(1, 3, 5, 5))  # the smallest: 2x2
+    with pytest.raises(ValueError, match=r"H, W >= 5"):
+        shallow.stylize(torch.rand(1, 3, 4, 8), s)
+    with pytest.raises(ValueError, match="depth must be one of"):
+        create_model("style/adain-slim", depth=5)

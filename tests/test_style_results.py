@@ -1,12 +1,12 @@
 """``scripts/style_results.py`` and ``benchmarks/style.py`` on tiny cases: one photo, one style,
 gatys with 6 steps at 48 px (a few seconds), and the methods whose models are not installed
-(AdaIN; the fast model is bundled).
+(a package without its bundled folder: the bundled fast and AdaIN models hidden).
 
 What holds: the script writes finite numbers that show a transfer (the style loss went down,
 the output differs from the content), a grid whose tiles sit where its docstring says (photo,
 style, then the output, each 128 px with a label row), and a re-run takes every output from
 the cache; a missing AdaIN model is a clear error before anything is stylized, and the
-benchmark reports it as "not installed" (and times the bundled fast model).
+benchmark reports it as "not installed" (and times the bundled fast model, the only one left).
 """
 
 import json
@@ -19,6 +19,7 @@ import pytest
 from helpers import load_script
 from PIL import Image
 
+import mmgen.hub
 import mmgen.style.transfer
 from mmgen.data.photos import load_photo
 from mmgen.style.styles import load_style
@@ -90,6 +91,7 @@ def test_rerun_takes_outputs_from_the_cache(first_run, script, tmp_path, monkeyp
 def test_missing_adain_model_is_an_error_before_any_work(script, tmp_path, monkeypatch,
                                                         capsys):
     monkeypatch.setenv("MMGEN_HOME", str(tmp_path / "home"))  # nothing installed
+    monkeypatch.setattr(mmgen.hub, "BUNDLED_DIR", tmp_path / "bundled")  # nor bundled
     code = script.main(["--methods", "gatys", "adain", "--photos", "astronaut", "--work",
                         str(tmp_path / "work"), "--out", str(tmp_path / "docs")])
     assert code == 2
@@ -100,6 +102,10 @@ def test_missing_adain_model_is_an_error_before_any_work(script, tmp_path, monke
 
 def test_benchmark_reports_models_that_are_not_installed(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MMGEN_HOME", str(tmp_path / "home"))
+    bundled = tmp_path / "bundled"  # the bundled fast model only
+    bundled.mkdir()
+    (bundled / "style-fast").symlink_to(mmgen.hub.BUNDLED_DIR / "style-fast")
+    monkeypatch.setattr(mmgen.hub, "BUNDLED_DIR", bundled)
     bench = load_script("benchmarks/style.py")
     assert bench.main(["--methods", "fast", "adain", "--threads", "1", "--size", "64"]) == 0
     out = capsys.readouterr().out

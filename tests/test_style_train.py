@@ -331,8 +331,8 @@ def test_adain_recipe_runs_end_to_end_and_ships_its_encoder(tmp_path):
     model = check_run(tmp_path, recipe, "style-adain")
     assert model.info["held_out_styles"] == list(recipe.held_out)
     assert not set(recipe.held_out) & set(model.info["train_styles"])
-    assert model.config.encoder_width == 0.5  # style/adain-slim
-    encoder = random_encoder(recipe.encoder_seed, model.config.encoder_width)
+    assert model.config.encoder_width == 0.5 and model.config.depth == 3  # adain-slim-relu3
+    encoder = random_encoder(recipe.encoder_seed, model.config.encoder_width, 3)
     for k, v in encoder.state_dict().items():  # the random encoder, as fp16, in the file
         torch.testing.assert_close(model.encoder.state_dict()[k], v.half().float(),
                                    rtol=0, atol=0)

@@ -24,8 +24,13 @@ indices are those of naoto0804/pytorch-AdaIN ``net.py``, so ``vgg_normalised.pth
 (:func:`load_adain`: both). The encoder keeps layers 0..30 (to relu4_1), the only ones AdaIN
 uses; the full file (to relu5_4) is accepted and its relu4_2..relu5_4 weights are dropped.
 
-Sizes: any H, W >= 9 (relu4_1 must be at least 2x2 for its reflection padding and variance);
-the output is cropped to the content's size. Style images may have another size.
+``depth`` 3 (not the paper's) stops the encoder at relu3_1, (N, 256, H/4, W/4), and starts
+the decoder at the mirror of conv3_1: a shallower model for random encoders, whose relu4_1 a
+decoder does not learn to invert (docs/style.md). The published files are depth 4.
+
+Sizes: any H, W >= 9 (depth 3: >= 5; the deepest features must be at least 2x2 for their
+reflection padding and variance); the output is cropped to the content's size. Style images
+may have another size.
 """
 
 from __future__ import annotations
@@ -43,11 +48,19 @@ from mmgen.cnn.vgg import TABLES
 from mmgen.registry import PretrainedModel, register_presets
 from mmgen.style.images import check_images
 
-MIN_SIZE = 9  # 3 ceil-mode pools: relu4_1 is ceil(H / 8) >= 2 px
 ENCODER_TABLE = TABLES["E"][:12]  # VGG-19 (config E) up to its first 512-channel conv: relu4_1
 FEATURE_LAYERS = (3, 10, 17, 30)  # encoder indices of relu1_1, relu2_1, relu3_1, relu4_1
 # The decoder mirrors the encoder: conv widths at width 1 and "U" = nearest upsampling x2.
 DECODER_TABLE = (256, "U", 256, 256, 256, 128, "U", 128, 64, "U", 64, 3)
+# Per depth: the encoder table's length (to relu{depth}_1) and where the decoder table starts
+# (the mirror of conv{depth}_1).
+DEPTHS = {4: (12, 0), 3: (7, 5)}
+
+
+def min_size(depth: int = 4) -> int:
+    """The smallest side an AdaIN model of ``depth`` takes: its deepest features, after
+    depth - 1 ceil-mode pools, must be at least 2 px."""
+    return 2 ** (depth - 1) + 1
 
 
 @dataclass
@@ -59,6 +72,7 @@ class AdaINConfig:
     encoder_width: float = 1.0  # encoder channel multiplier: 1 = VGG-19's 64..512 channels
     #   (the published weights); 0.5 = a 4x cheaper encoder of the same layout, for encoders
     #   of our own (random_encoder), whose relu4_1 then has 256 channels
+    depth: int = 4  # AdaIN at relu{depth}_1: 4 (the paper, the published files) or 3
 
     def __post_init__(self) -> None:
         for name in ("width", "encoder_width"):
@@ -66,6 +80,9 @@ class AdaINConfig:
             if not 64 * value >= 1 or 64 * value != int(64 * value):
                 raise ValueError(f"AdaINConfig.{name} must make 64 * {name} a positive whole "
                                  f"number of channels, got {name}={value}; e.g. 1.0 or 0.5")
+        if self.depth not in DEPTHS:
+            raise ValueError(f"AdaINConfig.depth must be one of {sorted(DEPTHS)} (AdaIN at "
+                             f"relu{{depth}}_1), got {self.depth}")
         if not self.eps > 0:
             raise ValueError(f"AdaINConfig.eps must be > 0, got {self.eps}")
 
@@ -125,49 +142,58 @@ def vgg_layers(table: Sequence[int | str]) -> list[nn.Module]:
 
 
 class AdaINEncoder(nn.Sequential):
-    """The normalised VGG-19 up to relu4_1 (indices 0..30 of the reference's ``vgg``).
+    """The normalised VGG-19 up to relu4_1 (indices 0..30 of the reference's ``vgg``), or
+    to relu3_1 (0..17) at depth 3.
 
     Args:
         width: channel multiplier (1: 64/128/256/512, the published network).
+        depth: 4 (to relu4_1) or 3 (to relu3_1).
     """
 
-    def __init__(self, width: float = 1.0):
-        table = [v if v == "M" else int(v * width) for v in ENCODER_TABLE]
+    def __init__(self, width: float = 1.0, depth: int = 4):
+        length = DEPTHS[depth][0]
+        table = [v if v == "M" else int(v * width) for v in ENCODER_TABLE[:length]]
         super().__init__(*vgg_layers(table))
-        self.channels = table[-1]  # of relu4_1
+        self.channels = table[-1]  # of relu{depth}_1
+        self.feature_layers = FEATURE_LAYERS[:depth]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) in [0, 1] -> relu4_1 (N, 512, ceil(H/8), ceil(W/8))."""
+        """(N, 3, H, W) in [0, 1] -> relu4_1 (N, 512, ceil(H/8), ceil(W/8)) (depth 3:
+        relu3_1, (N, 256, ceil(H/4), ceil(W/4)))."""
         return self.intermediate(x)[-1]
 
     def intermediate(self, x: torch.Tensor) -> list[torch.Tensor]:
         """relu1_1 (N, 64, H, W), relu2_1 (N, 128, H/2, W/2), relu3_1 (N, 256, H/4, W/4) and
-        relu4_1 (N, 512, H/8, W/8) (sizes rounded up) of (N, 3, H, W) images in [0, 1]: the
-        features of the training loss (the reference's ``encode_with_intermediate``)."""
+        relu4_1 (N, 512, H/8, W/8) (sizes rounded up; depth 3 stops at relu3_1) of
+        (N, 3, H, W) images in [0, 1]: the features of the training loss (the reference's
+        ``encode_with_intermediate``)."""
         features = []
         for i, layer in enumerate(self):
             x = layer(x)
-            if i in FEATURE_LAYERS:
+            if i in self.feature_layers:
                 features.append(x)
         return features
 
 
 class AdaINDecoder(nn.Sequential):
-    """The decoder g: relu4_1 features back to an image (the reference's ``decoder``).
+    """The decoder g: relu4_1 features back to an image (the reference's ``decoder``); at
+    depth 3, relu3_1 features (the reference's layers from the mirror of conv3_1 on).
 
     Args:
         width: channel multiplier of the hidden convs (1: 256/128/64, the reference).
         in_channels: channels of the encoder's relu4_1 (512 for the published encoder).
+        depth: 4 or 3, as the encoder's.
     """
 
-    def __init__(self, width: float = 1.0, in_channels: int = 512):
+    def __init__(self, width: float = 1.0, in_channels: int = 512, depth: int = 4):
         layers: list[nn.Module] = []
         channels = in_channels
-        for i, v in enumerate(DECODER_TABLE):
+        table = DECODER_TABLE[DEPTHS[depth][1]:]
+        for i, v in enumerate(table):
             if v == "U":
                 layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
                 continue
-            last = i == len(DECODER_TABLE) - 1
+            last = i == len(table) - 1
             out = v if last else int(v * width)
             layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels, out, 3)]
             if not last:  # the image comes out raw, no ReLU
@@ -176,7 +202,8 @@ class AdaINDecoder(nn.Sequential):
         super().__init__(*layers)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        """(N, 512, h, w) features -> (N, 3, 8h, 8w) image, about [0, 1], not clamped."""
+        """(N, 512, h, w) features -> (N, 3, 8h, 8w) image (depth 3: (N, 256, h, w) ->
+        (N, 3, 4h, 4w)), about [0, 1], not clamped."""
         return super().forward(t)
 
 
@@ -187,13 +214,14 @@ class AdaINModel(PretrainedModel):
 
     def __init__(self, config: AdaINConfig):
         super().__init__(config)
-        self.encoder = AdaINEncoder(config.encoder_width)
+        self.encoder = AdaINEncoder(config.encoder_width, config.depth)
         self.encoder.requires_grad_(False)  # fixed: only the decoder is trained
-        self.decoder = AdaINDecoder(config.width, self.encoder.channels)
+        self.decoder = AdaINDecoder(config.width, self.encoder.channels, config.depth)
+        self.min_size = min_size(config.depth)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [0, 1] -> relu4_1 features (N, 512, ceil(H/8), ceil(W/8))."""
-        check_images(images, "images", "AdaIN", MIN_SIZE)
+        check_images(images, "images", "AdaIN", self.min_size)
         return self.encoder(images)
 
     def mix(self, content_feat: torch.Tensor, style_feat: torch.Tensor, alpha: float = 1.0,
@@ -245,7 +273,7 @@ class AdaINModel(PretrainedModel):
         Returns:
             (N, 3, H, W), about [0, 1] but not clamped.
         """
-        check_images(style, "style", "AdaIN", MIN_SIZE)
+        check_images(style, "style", "AdaIN", self.min_size)
         h, w = content.shape[-2:]
         t = self.mix(self.encode(content), self.encoder(style), alpha, weights)  # (N, 512, ..)
         return self.decoder(t)[..., :h, :w]  # (N, 3, 8 ceil(H/8), ...) -> (N, 3, H, W)
@@ -338,5 +366,8 @@ PRESETS: dict[str, AdaINConfig] = {
     # Half-width encoder and decoder (0.88 M fixed + 0.88 M trained parameters): about 4x
     # cheaper per image, for our random encoders (issue #19's 1.5 s per 512 px image).
     "adain-slim": AdaINConfig(width=0.5, encoder_width=0.5),
+    # adain-slim cut at relu3_1 (0.14 M fixed + 0.14 M trained parameters): the bundled
+    # style-adain's, behind a random encoder whose relu4_1 no decoder learned to invert.
+    "adain-slim-relu3": AdaINConfig(width=0.5, encoder_width=0.5, depth=3),
 }
 register_presets("style", PRESETS, AdaINModel)

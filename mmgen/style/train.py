@@ -269,7 +269,7 @@ class AdaINObjective:
 
 
 @torch.no_grad()
-def random_encoder(seed: int = 0, width: float = 1.0) -> AdaINEncoder:
+def random_encoder(seed: int = 0, width: float = 1.0, depth: int = 4) -> AdaINEncoder:
     """The AdaIN encoder (normalised VGG-19 to relu4_1, the published layout) with seeded
     random filters instead of ImageNet weights: deterministic, no download.
 
@@ -284,9 +284,10 @@ def random_encoder(seed: int = 0, width: float = 1.0) -> AdaINEncoder:
     Args:
         seed: seeds the filters and the calibration images.
         width: channel multiplier (:class:`~mmgen.style.adain.AdaINConfig` ``encoder_width``).
+        depth: to relu4_1 (4) or relu3_1 (3).
     """
     generator = torch.Generator().manual_seed(seed)
-    encoder = AdaINEncoder(width)
+    encoder = AdaINEncoder(width, depth)
     for i, m in enumerate(encoder):
         if isinstance(m, nn.Conv2d):
             if i == 0:

@@ -21,7 +21,9 @@ Three methods:
   2017). ``weights`` gives another network; a one-style network (pytorch/examples'
   ``candy.pth``, ...) is its style: give no style.
 * ``adain`` (Huang & Belongie 2017, :mod:`mmgen.style.adain`): one trained decoder for every
-  style, in one forward pass; the installed ``style-adain`` unless ``weights`` names another.
+  style, in one forward pass; the bundled ``style-adain`` (made by ``mmgen train --recipe
+  style-adain``: AdaIN at relu3_1 behind a random encoder; one installed under that name comes
+  first) unless ``weights`` names another.
 
 Content and styles are PIL images, image files, or names: a style of
 :func:`~mmgen.style.styles.list_styles` (styles only: drawn or cropped to ``size`` x ``size``)

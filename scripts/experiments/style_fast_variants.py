@@ -8,6 +8,7 @@
     python scripts/experiments/style_fast_variants.py content-10 --steps 2400 --out runs/c10
     python scripts/experiments/style_fast_variants.py multinet-style-3x --steps 2400 --out DIR
     python scripts/experiments/style_fast_variants.py adain-anchor-10 --out DIR
+    python scripts/experiments/style_fast_variants.py inversion --depth 4   # can g invert f?
     python scripts/experiments/style_fast_variants.py checkpoint --variant skip-1e6 \\
         --weights runs/s6/run/checkpoints/step_00000400/model.safetensors
 
@@ -30,8 +31,21 @@ change each (results.json in OUT, the recipe's evaluation):
   TransformerNet;
 * ``adain-anchor-3`` / ``adain-anchor-10``: ``style-adain`` with AdaINObjective's layout
   anchor at that weight (four random networks); ``adain-gram-300000``: the anchor at 10 and
-  AdaINObjective's Gram term at 3e5 on the same networks; ``adain-long``: the registered
-  ``style-adain`` recipe with 12,000 steps instead of 1,800 (checkpoints every 500).
+  AdaINObjective's Gram term at 3e5 on the same networks; ``adain-long``: that recipe
+  with 12,000 steps instead of 1,800 (checkpoints every 500). All AdaIN variants change
+  ``style-adain`` as registered until 2026-12-03 (:data:`ADAIN_BASE`: relu4_1, the paper's
+  style weight 10, the anchor at 10);
+* ``adain-relu3``: AdaIN at relu3_1 (``AdaINConfig.depth`` 3); ``adain-relu3-paper`` the
+  same without the anchor; ``adain-relu3-style-50`` / ``-200`` with style weight 50 / 200
+  (``-50`` is the registered recipe since); ``adain-relu3-style-50-wide`` with the published
+  decoder width; ``adain-relu3-gram`` / ``adain-relu3-paper-gram``: the Gram term at 3e5,
+  with and without the anchor.
+
+``inversion`` trains the ``style/adain-slim`` decoder (``--depth 4``) or the
+``style/adain-slim-relu3`` one (``--depth 3``) to reconstruct crops of the content photos
+from the random encoder's features with a pixel MSE alone (96 px, batch 8, Adam 1e-3,
+``--steps`` 1,000) and prints the PSNR of a running mean of the loss every 100 steps: how
+well a decoder can invert that encoder at all.
 
 ``texture`` prints, for the bundled ``style-fast``, the Gram loss reduction per layer and
 the share of smooth-ramp pixels (LBP code 4 at radius 1) in style, content and output.
@@ -74,10 +88,30 @@ VARIANTS = {
     # the registered style-adain recipe trained 6.7x longer (12,000 steps): whether the
     #   decoder learns to invert the random encoder given time
     "adain-long": {"train": {"steps": 12000, "warmup_steps": 200, "ckpt_every": 500}},
+    # style-adain (anchor 10 on four networks) at depth 3: AdaIN at relu3_1, which a decoder
+    #   inverts (pixel MSE: 24 dB after 1,000 steps, against 17 dB from relu4_1); and the
+    #   same with the paper's loss alone (no anchor)
+    "adain-relu3": {"model_args": {"depth": 3}},
+    "adain-relu3-paper": {"model_args": {"depth": 3}, "anchor_weight": 0.0},
+    # depth 3 with the anchor and a larger style weight (the paper's lambda: 10)
+    **{f"adain-relu3-style-{w:g}": {"model_args": {"depth": 3}, "style_weight": float(w)}
+       for w in (50, 200)},
+    # the published decoder width (4x the parameters) at depth 3, style weight 50
+    "adain-relu3-style-50-wide": {"model_args": {"depth": 3, "width": 1.0},
+                                  "style_weight": 50.0},
+    # depth 3 with AdaINObjective's Gram term at 3e5 (the fast recipe's swirls weight), with
+    #   and without the anchor
+    "adain-relu3-gram": {"model_args": {"depth": 3}, "gram_weight": 3e5},
+    "adain-relu3-paper-gram": {"model_args": {"depth": 3}, "anchor_weight": 0.0,
+                               "anchor_seeds": (0, 1, 2, 3), "gram_weight": 3e5},
     # the anchor at 10 and AdaINObjective's Gram style term on the same four networks
     "adain-gram-300000": {"anchor_weight": 10.0, "anchor_seeds": (0, 1, 2, 3),
                           "gram_weight": 3e5},
 }
+# The AdaIN variants change style-adain as registered until 2026-12-03 (AdaIN at relu4_1,
+# the paper's style weight; anchor 10 on four networks as now); the registered recipe since
+# is the variant adain-relu3-style-50.
+ADAIN_BASE = {"model": "style/adain-slim", "style_weight": 10.0}
 HELD_OUT_SEED = 7  # a random loss network none of the variants trains on
 NOISE_START = [(("relu2_1",), 1.0), (("relu1_1",), 1.0), (("relu3_1",), 1.0),
                (("relu2_1",), 10.0), (("relu4_2",), 1.0)]  # (content layers, content weight)
@@ -89,6 +123,8 @@ def variant(name: str, steps: int | None):
     changes = dict(VARIANTS[name])
     train = changes.pop("train", {})
     recipe = get_recipe("style-adain" if name.startswith("adain") else "style-fast")
+    if name.startswith("adain"):
+        recipe = replace(recipe, **ADAIN_BASE)
     recipe = replace(recipe, **changes, train=replace(recipe.train, **train))
     if steps:  # the schedules of the measured runs: 600 steps (warm-up 50, a checkpoint
         #   every 100) and 2,400 (warm-up 100, every 200), cosine to 0 either way
@@ -187,6 +223,41 @@ def texture() -> None:
                   f"{ramps(style):.3f}, content {ramps(content):.3f}, output {ramps(output):.3f}")
 
 
+def inversion(depth: int, steps: int) -> None:
+    import time
+
+    import torch
+    import torch.nn.functional as F
+
+    from mmgen.data.photos import photo_crops
+    from mmgen.recipes.style import content_photos
+    from mmgen.registry import create_model
+    from mmgen.style.train import random_encoder
+
+    torch.manual_seed(0)
+    model = create_model("style/adain-slim" if depth == 4 else "style/adain-slim-relu3")
+    model.encoder.load_state_dict(random_encoder(0, model.config.encoder_width, depth)
+                                  .state_dict())
+    data = photo_crops(content_photos(), 96, (256, 384), 0)
+    optimizer = torch.optim.Adam(model.decoder.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    start, mean = time.time(), None
+    for step in range(steps):
+        index = torch.randint(len(data), (8,), generator=generator)
+        images = torch.stack([data[int(i)][0] for i in index])  # (8, 3, 96, 96)
+        with torch.no_grad():
+            features = model.encoder(images)
+        loss = F.mse_loss(model.decoder(features), images)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        mean = loss.item() if mean is None else 0.95 * mean + 0.05 * loss.item()
+        if step % 100 == 0 or step == steps - 1:
+            psnr = -10 * torch.log10(torch.tensor(mean)).item()
+            print(f"depth {depth} step {step}: MSE {mean:.4f}, PSNR {psnr:.2f} dB "
+                  f"({time.time() - start:.0f} s)", flush=True)
+
+
 def checkpoint(name: str, weights: str) -> None:
     from mmgen.checkpoint import load_state_dict
     from mmgen.registry import create_model
@@ -212,11 +283,13 @@ def held_out_network(recipe, model) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["noise-start", "gatys-layers", "texture", "checkpoint",
-                                         *VARIANTS])
+                                         "inversion", *VARIANTS])
     parser.add_argument("--steps", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--out", default=None, help="run folder of a training variant")
     parser.add_argument("--variant", choices=list(VARIANTS), help="checkpoint: its variant")
     parser.add_argument("--weights", help="checkpoint: a model.safetensors of that variant")
+    parser.add_argument("--depth", type=int, choices=[3, 4], default=4, help="inversion: "
+                        "AdaIN at relu4_1 (4) or relu3_1 (3)")
     args = parser.parse_args()
     if args.what == "noise-start":
         noise_start()
@@ -224,6 +297,8 @@ def main() -> None:
         gatys_layers()
     elif args.what == "texture":
         texture()
+    elif args.what == "inversion":
+        inversion(args.depth, args.steps or 1000)
     elif args.what == "checkpoint":
         if not (args.variant and args.weights):
             parser.error("checkpoint needs --variant and --weights")
