@@ -349,8 +349,8 @@ STYLE_RECIPES: dict[str, StyleRecipe] = {
     ),
     # With the paper's loss alone the decoder, behind a random encoder, ignored the content's
     # layout (structure 0.07); the layout anchor (AdaINObjective.anchor_weight) keeps it.
-    # At relu4_1 no decoder learned to invert the random encoder (pixel MSE: 17 dB after 700
-    # steps, 24 dB from relu3_1 after 1,000), so AdaIN works at relu3_1; there the anchor
+    # At relu4_1 no decoder learned to invert the random encoder (pixel MSE: 18 dB after
+    # 1,000 steps, 24 dB from relu3_1), so AdaIN works at relu3_1; there the anchor
     # leaves room for 5x the paper's style weight (structure 0.79 at 10, 0.61 at 50, 0.36 at
     # 200; scripts/experiments/style_fast_variants.py, docs/style.md).
     "style-adain": AdaINRecipe(
